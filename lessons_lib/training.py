@@ -1,0 +1,235 @@
+"""``fit``: the one training loop of the course, and the :class:`History` it returns.
+
+Deterministic on the CPU for a given seed: the model is built by the caller after
+:func:`lessons_lib.seeds.seed_everything`, and ``fit`` draws its shuffling and dropout randomness from
+``seed``. Times are measured with :class:`lessons_lib.timing.Stopwatch` (device synchronized).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset
+from tqdm.auto import tqdm
+
+from .callbacks import Callback, TrainState
+from .data import Splits
+from .device import pick_device
+from .seeds import get_seed, torch_generator
+from .timing import Stopwatch
+
+METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "seconds", "samples_per_s", "step_seconds")
+
+
+@dataclass
+class History:
+    """Per-epoch metrics of one run. Losses are mean cross-entropy (nats), accuracies in [0, 1],
+    ``seconds`` is the training time of the epoch (evaluation excluded), ``step_seconds`` = seconds /
+    optimizer steps. ``train_*`` are averaged over the epoch's batches in training mode unless ``fit``
+    was called with ``eval_train=True``."""
+
+    epoch: list[int] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    train_acc: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    val_acc: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    samples_per_s: list[float] = field(default_factory=list)
+    step_seconds: list[float] = field(default_factory=list)
+    config: dict = field(default_factory=dict)
+    device: str = "cpu"
+    steps: int = 0
+    stop_reason: str | None = None
+    best_epoch: int | None = None
+
+    def append(self, logs: dict[str, float]) -> None:
+        self.epoch.append(int(logs["epoch"]))
+        for k in METRICS:
+            getattr(self, k).append(float(logs[k]))
+
+    def __len__(self) -> int:
+        return len(self.epoch)
+
+    @property
+    def total_seconds(self) -> float:
+        return float(sum(self.seconds))
+
+    def best(self, metric: str = "val_acc", mode: str = "max") -> tuple[int, float]:
+        """(epoch index, value) of the best ``metric``."""
+        values = getattr(self, metric)
+        if not values:
+            raise ValueError("empty history: no epoch was run")
+        pick = max if mode == "max" else min
+        i = pick(range(len(values)), key=values.__getitem__)
+        return i, values[i]
+
+    def first_epoch_reaching(self, metric: str, target: float, mode: str = "max") -> int | None:
+        """Index of the first epoch whose ``metric`` reaches ``target`` (>= for max, <= for min), else None."""
+        for i, v in enumerate(getattr(self, metric)):
+            if (v >= target) if mode == "max" else (v <= target):
+                return i
+        return None
+
+    def summary(self) -> dict[str, float | int | str | None]:
+        """The numbers a runs table shows."""
+        if not self.epoch:
+            return {"epochs": 0}
+        bi, bv = self.best("val_acc")
+        return {
+            "device": self.device,
+            "epochs": len(self),
+            "train_acc": self.train_acc[-1],
+            "val_acc": self.val_acc[-1],
+            "best_val_acc": bv,
+            "best_epoch": bi,
+            "step_ms": 1e3 * sorted(self.step_seconds)[len(self.step_seconds) // 2],
+            "samples_per_s": sorted(self.samples_per_s)[len(self.samples_per_s) // 2],
+            "seconds": self.total_seconds,
+            "stop": self.stop_reason or "",
+        }
+
+
+def batches(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int,
+    shuffle: bool = False,
+    generator: torch.Generator | None = None,
+) -> DataLoader:
+    """A DataLoader yielding ``(x_batch, y_batch)`` slices of in-memory tensors, a whole batch per
+    index lookup (much faster than per-sample collation for small rows)."""
+    ds = TensorDataset(x, y)
+    base = RandomSampler(ds, generator=generator) if shuffle else SequentialSampler(ds)
+    return DataLoader(ds, sampler=BatchSampler(base, batch_size, drop_last=False), batch_size=None)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 4096) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of ``model`` in eval mode; restores the previous mode."""
+    if len(x) == 0:
+        raise ValueError("evaluate got an empty set")
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=x.device)
+    correct = torch.zeros((), device=x.device, dtype=torch.int64)
+    for i in range(0, len(x), batch_size):
+        out = model(x[i : i + batch_size])
+        yb = y[i : i + batch_size]
+        loss_sum += nn.functional.cross_entropy(out, yb, reduction="sum")
+        correct += (out.argmax(1) == yb).sum()
+    model.train(was_training)
+    return loss_sum.item() / len(x), correct.item() / len(x)
+
+
+def make_optimizer(name: str, params: Iterable, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """"adam", "adamw" or "sgd" (momentum 0.9)."""
+    name = name.lower()
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}: choose adam, adamw or sgd")
+
+
+def fit(
+    model: nn.Module,
+    data: Splits,
+    *,
+    epochs: int = 20,
+    lr: float = 1e-3,
+    batch_size: int = 128,
+    optimizer: str = "adam",
+    weight_decay: float = 0.0,
+    device: torch.device | str = "cpu",
+    callbacks: Sequence[Callback] = (),
+    seed: int | None = None,
+    eval_train: bool = False,
+    progress: bool = False,
+    config: dict | None = None,
+) -> History:
+    """Train ``model`` on ``data.x_train`` with cross-entropy; evaluate on ``data.x_val`` every epoch.
+
+    ``device`` is a torch device or a kind for :func:`~lessons_lib.device.pick_device`. The model and
+    the data are moved there. Returns a :class:`History`; the model is trained in place.
+    """
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if len(data.x_train) == 0:
+        raise ValueError("fit got an empty training set: check the data split (e.g. subset_train(n) with n >= 1)")
+    if len(data.x_val) == 0:
+        raise ValueError("fit got an empty validation set: use a val_fraction > 0 when loading the data")
+    dev = device if isinstance(device, torch.device) else pick_device(device)
+    seed = get_seed() if seed is None else seed
+    model.to(dev)
+    d = data.to(dev)
+    opt = make_optimizer(optimizer, model.parameters(), lr, weight_decay)
+    loader = batches(d.x_train, d.y_train, batch_size, shuffle=True, generator=torch_generator(seed, stream=2))
+    steps_per_epoch = math.ceil(len(d.x_train) / batch_size)
+    history = History(config=dict(config or {}), device=str(dev))
+    state = TrainState(model=model, optimizer=opt, device=dev, history=history, epochs=epochs,
+                       steps_per_epoch=steps_per_epoch)
+    want_batch_loss = any(cb.needs_batch_loss for cb in callbacks)
+    torch.manual_seed(seed + 17)  # dropout and other in-model randomness: reproducible per seed
+    for cb in callbacks:
+        cb.on_train_begin(state)
+    bar = tqdm(total=epochs, desc="epochs", disable=not progress, leave=False)
+    try:
+        for epoch in range(epochs):
+            state.epoch = epoch
+            model.train()
+            loss_sum = torch.zeros((), device=dev)
+            correct = torch.zeros((), device=dev, dtype=torch.int64)
+            steps = 0
+            with Stopwatch(dev) as sw:
+                for xb, yb in loader:
+                    out = model(xb)
+                    loss = nn.functional.cross_entropy(out, yb)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    steps += 1
+                    state.step += 1
+                    if not eval_train:
+                        loss_sum += loss.detach() * len(yb)
+                        correct += (out.detach().argmax(1) == yb).sum()
+                    if want_batch_loss:
+                        state.batch_loss = loss.item()
+                    for cb in callbacks:
+                        cb.on_batch_end(state)
+                    if state.stop_training:
+                        break
+            n_seen = min(steps * batch_size, len(d.x_train))
+            if eval_train:
+                train_loss, train_acc = evaluate(model, d.x_train, d.y_train)
+            else:
+                train_loss, train_acc = loss_sum.item() / n_seen, correct.item() / n_seen
+            val_loss, val_acc = evaluate(model, d.x_val, d.y_val)
+            seconds = sw.seconds
+            state.logs = {
+                "epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
+                "val_acc": val_acc, "seconds": seconds, "samples_per_s": n_seen / max(seconds, 1e-12),
+                "step_seconds": seconds / max(steps, 1),
+            }
+            history.append(state.logs)
+            history.steps = state.step
+            bar.update(1)
+            bar.set_postfix(loss=f"{train_loss:.3f}", val_acc=f"{val_acc:.3f}")
+            if not state.stop_training:
+                for cb in callbacks:
+                    cb.on_epoch_end(state)
+            if state.stop_training:
+                break
+    finally:
+        bar.close()
+        history.stop_reason = state.stop_reason
+        for cb in callbacks:
+            cb.on_train_end(state)
+    return history
