@@ -184,7 +184,9 @@ class LivePanel:
                 f"{stop}")
 
     def _render_table(self) -> str:
-        heads = ["#", "device", "knobs", "epochs", "train acc", "val acc", "best val", "ms/step", "samples/s", "s", "stop"]
+        heads = [
+            "#", "device", "knobs", "epochs", "train acc", "val acc", "best val", "ms/step", "samples/s", "s", "stop",
+        ]
         rows = []
         for rec in self.runs:
             knobs = ", ".join(f"{k}={v}" for k, v in rec.knobs.items())
