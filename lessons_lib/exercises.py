@@ -1,7 +1,7 @@
 """Friendly checks for the exercises at the end of each lesson.
 
 A lesson module defines ``check_<name>(answer)`` functions built on :func:`check`; each prints a
-verdict a learner can act on and returns True/False (so tests can assert on it).
+verdict a learner can act on and returns a truthy/falsy :class:`Verdict` (so tests can assert on it).
 """
 
 from __future__ import annotations
@@ -11,10 +11,26 @@ from collections.abc import Callable
 from typing import Any
 
 
-def verdict(ok: bool, praise: str, hint: str) -> bool:
-    """Print "✅ praise" or "❌ hint" and return ``ok``."""
+class Verdict:
+    """The result of a check: truthy when right. Shows nothing more in a notebook (the message is printed)."""
+
+    def __init__(self, ok: bool):
+        self.ok = bool(ok)
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    def __repr__(self) -> str:
+        return f"Verdict({self.ok})"
+
+    def _ipython_display_(self) -> None:  # the printed message is the display
+        pass
+
+
+def verdict(ok: bool, praise: str, hint: str) -> Verdict:
+    """Print "✅ praise" or "❌ hint" and return a truthy/falsy :class:`Verdict`."""
     print(("✅ Correct. " + praise) if ok else ("❌ Not yet. " + hint))
-    return bool(ok)
+    return Verdict(ok)
 
 
 def check(
@@ -26,7 +42,7 @@ def check(
     rel_tol: float | None = None,
     abs_tol: float | None = None,
     normalize: Callable[[Any], Any] | None = None,
-) -> bool:
+) -> Verdict:
     """Compare a learner's ``answer`` with ``expected`` and print a friendly verdict.
 
     Numbers are compared with ``rel_tol``/``abs_tol`` when given; ``normalize`` is applied to both
@@ -34,7 +50,7 @@ def check(
     """
     if answer is None or answer is Ellipsis:
         print("✏️  Not answered yet: replace the `...`/None with your answer and run the cell again.")
-        return False
+        return Verdict(False)
     if normalize is not None:
         answer, expected = normalize(answer), normalize(expected)
     if rel_tol is not None or abs_tol is not None:

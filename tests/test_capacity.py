@@ -1,0 +1,54 @@
+import numpy as np
+import pytest
+
+from lessons_lib import capacity
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_polynomial_validation_error_is_u_shaped_and_train_error_falls(seed):
+    p = capacity.polynomial_sweep(seed=seed)
+    assert np.all(np.diff(p.train_mse) <= 1e-9)  # more capacity never fits the training points worse
+    assert 1 <= p.best_degree < p.degrees[-1]
+    assert p.val_mse.min() < p.val_mse[0] and p.val_mse.min() < p.val_mse[-1] / 10
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_random_labels_are_memorized_but_not_generalized(seed):
+    r = capacity.random_labels_experiment(seed=seed, epochs=60)
+    assert r["random"].train_acc[-1] >= 0.9
+    assert abs(r["random"].val_acc[-1] - capacity.CHANCE) < 0.07
+    assert r["true"].val_acc[-1] > 0.9
+    assert capacity.first_epoch_reaching(r["true"], 0.9) < capacity.first_epoch_reaching(r["random"], 0.9)
+
+
+def test_width_sweep_under_and_overfits():
+    sweep = capacity.width_sweep(widths=(2, 256), epochs=25, seed=1)
+    narrow, wide = sweep
+    assert narrow.train_acc < 0.5 and wide.train_acc > 0.85
+    assert wide.gap > 0.15 > narrow.gap
+    assert wide.params == 40 * 256 + 256 + 256 * 256 + 256 + 256 * 10 + 10
+
+
+def test_claims_verdicts_follow_the_numbers():
+    p = capacity.polynomial_sweep()
+    h = capacity.capacity_experiment(dataset="digits", width=8, epochs=1)
+    row = lambda w, tr, va: capacity.SweepRow(w, 0, tr, va, h)  # noqa: E731
+    rand = {"true": h, "random": h}
+    good = capacity.claims([row(2, 0.3, 0.28), row(512, 1.0, 0.6)], rand, p)
+    bad = capacity.claims([row(2, 0.95, 0.9), row(512, 0.97, 0.92)], rand, p)
+    assert [r.holds for r in good.rows][:2] == [True, True]
+    assert [r.holds for r in bad.rows][:2] == [False, False]
+
+
+def test_exercise_checks(capsys):
+    assert capacity.check_chance_level(0.1) and not capacity.check_chance_level(0.5)
+    assert not capacity.check_chance_level(...)
+    out = capsys.readouterr().out
+    assert "✅" in out and "❌" in out and "Not answered yet" in out
+    p = capacity.polynomial_sweep()
+    assert capacity.check_best_degree(p.best_degree, p) and not capacity.check_best_degree(p.best_degree + 1, p)
+
+
+def test_bad_labels_knob():
+    with pytest.raises(ValueError, match="labels must be 'true' or 'random'"):
+        capacity.capacity_experiment(labels="shuffled")
