@@ -11,7 +11,7 @@ TORCH ?= torch==2.13.0
 NB ?= notebooks/*.ipynb
 JUPYTER_FLAGS := $(if $(DISPLAY)$(filter Darwin,$(shell uname -s)),,--no-browser) $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: setup data lab test unit nbval browser notebooks nb lint bench clean
+.PHONY: setup data lab test unit nbval notebooks lint bench map clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ notebooks: data
 	@for nb in $(NB); do echo "executing $$nb"; \
 	  $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=600 \
 	    --ExecutePreprocessor.store_widget_state=True "$$nb" || exit 1; done
+
+# The course map (notebooks/README.md) from the executed notebooks; `make bench` first refreshes run times
+map: $(STAMP)
+	$(PY) -m lessons_lib.course_map
 
 bench: data
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

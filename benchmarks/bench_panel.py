@@ -13,12 +13,13 @@ from lessons_lib.capacity import capacity_experiment
 from lessons_lib.panel import LivePanel
 
 KNOBS = {"dataset": "mnist1d", "width": 256, "depth": 2, "epochs": 8}
-REPEATS = 5
+REPEATS = 7
 
 
 def main() -> None:
     panel = LivePanel(capacity_experiment, {})  # widgets without a browser: same code path, no display
-    capacity_experiment(**KNOBS)  # warm-up (data cache, allocator, thread pools)
+    capacity_experiment(**KNOBS)  # warm-up of both paths (data cache, allocator, thread pools)
+    panel.run(device="cpu", **KNOBS)
     bare, live = [], []
     for _ in range(REPEATS):
         t0 = time.perf_counter()

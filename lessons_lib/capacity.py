@@ -71,7 +71,7 @@ def width_sweep(
     *,
     dataset: str = "mnist1d",
     depth: int = 2,
-    epochs: int = 40,
+    epochs: int = 30,
     device: str = "cpu",
     seed: int | None = None,
 ) -> list[SweepRow]:
@@ -85,7 +85,7 @@ def width_sweep(
 
 
 def random_labels_experiment(
-    *, dataset: str = "digits", width: int = 512, depth: int = 2, epochs: int = 60, lr: float = 2e-3,
+    *, dataset: str = "digits", width: int = 512, depth: int = 2, epochs: int = 50, lr: float = 2e-3,
     device: str = "cpu", seed: int | None = None,
 ) -> dict[str, History]:
     """The same network trained on the true labels and on random labels: {"true": ..., "random": ...}."""

@@ -45,12 +45,12 @@ def line_chart(
     title: str = "",
     xlabel: str = "",
     ylabel: str = "",
-    width: int = 380,
+    width: int = 460,
     height: int = 240,
     ylim: tuple[float, float] | None = None,
 ) -> str:
     """Return an ``<svg>`` string with the ``series`` drawn as polylines, axes, ticks and a legend."""
-    ml, mr, mt, mb = 52, 10, 24, 38
+    ml, mr, mt, mb = 52, 96, 24, 38  # the legend sits in the right margin
     pw, ph = width - ml - mr, height - mt - mb
     finite = [(x, y) for s in series for x, y in zip(s.x, s.y) if math.isfinite(y)]
     if finite:
@@ -90,8 +90,9 @@ def line_chart(
         if pts:
             out.append(f'<polyline class="series" data-label="{html.escape(s.label)}" points="{pts}" fill="none" '
                        f'stroke="{s.color}" stroke-width="1.8"{dash}/>')
-        ly = mt + 12 + 13 * i
-        out.append(f'<line x1="{ml + pw - 110}" x2="{ml + pw - 92}" y1="{ly - 4}" y2="{ly - 4}" stroke="{s.color}" '
-                   f'stroke-width="2"{dash}/><text x="{ml + pw - 88}" y="{ly}">{html.escape(s.label[:18])}</text>')
+        ly = mt + 8 + 14 * i
+        lx = ml + pw + 6
+        out.append(f'<line x1="{lx}" x2="{lx + 16}" y1="{ly - 4}" y2="{ly - 4}" stroke="{s.color}" '
+                   f'stroke-width="2"{dash}/><text x="{lx + 20}" y="{ly}">{html.escape(s.label[:12])}</text>')
     out.append("</svg>")
     return "".join(out)

@@ -12,9 +12,10 @@ Every time shown in the course goes through :func:`time_it` or :class:`Stopwatch
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -117,3 +118,57 @@ class Stopwatch:
     def __exit__(self, *exc) -> None:
         synchronize(self.device)
         self.seconds = time.perf_counter() - self._t0
+
+
+def time_interleaved(
+    fns: dict[str, Callable[[], object]],
+    *,
+    device: torch.device | str = "cpu",
+    rounds: int = 15,
+    warmup: int = 2,
+    number: int | None = None,
+) -> dict[str, Timing]:
+    """Time several functions round-robin: each round measures each function once, so a change of load
+    on a shared machine hits all of them alike and their *ratios* stay honest.
+
+    ``number`` calls per measurement; ``None`` picks, per function, enough calls to last about 2 ms (timer
+    resolution for tiny functions). Returns a :class:`Timing` per name (seconds per single call): use
+    ``.median``, or ``.min`` when only interference can add time (e.g. a pure compute kernel).
+    """
+    if rounds < 1:
+        raise ValueError(f"time_interleaved needs rounds >= 1, got {rounds}")
+    calls, warm = {}, {}
+    for k, f in fns.items():
+        w = time_it(f, device=device, warmup=0, repeats=max(warmup, 1))
+        warm[k] = w.times
+        calls[k] = number or max(1, min(1000, int(2e-3 / max(w.min, 1e-7))))
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, f in fns.items():
+            times[k].append(time_it(f, device=device, warmup=0, repeats=1, number=calls[k]).times[0])
+    dev = str(torch.device(device))
+    return {k: Timing(times=v, warmup_times=warm[k], device=dev) for k, v in times.items()}
+
+
+def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int = 15, warmup: int = 2,
+                        device: torch.device | str = "cpu") -> dict[str, float]:
+    """Median seconds per call of each function, timed round-robin with :func:`time_interleaved`."""
+    return {k: t.median for k, t in time_interleaved(fns, device=device, rounds=repeats, warmup=warmup).items()}
+
+
+@contextlib.contextmanager
+def threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads (``None``: leave as is); restores the old value.
+
+    Small models on a busy machine: one thread avoids OpenMP threads waiting on each other."""
+    if n is None:
+        yield
+        return
+    if n < 1:
+        raise ValueError(f"threads must be >= 1 or None, got {n}")
+    old = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)

@@ -111,8 +111,8 @@ def test_live_panel_in_jupyterlab(lab, tmp_path):
                 timeout=120_000)
             panel.scroll_into_view_if_needed()
             page.screenshot(path=str(ARTIFACTS / "panel_after_run_all.png"), full_page=True)
-            loss_before = _panel_text(page, ".widget-html-content svg")
-            readout_before = panel.locator(".widget-html-content").nth(1).inner_text()
+            loss_before = _panel_text(page, ".lessons-loss-chart svg")
+            readout_before = panel.locator(".lessons-readout").inner_text()
 
             # switch device (CPU is always there; a GPU button is disabled with its reason when absent)
             panel.get_by_role("button", name="CPU").click()
@@ -127,8 +127,8 @@ def test_live_panel_in_jupyterlab(lab, tmp_path):
                 timeout=120_000)
             table = _panel_text(page, "table.lessons-runs")
             assert "optimizer=sgd" in table, table
-            assert _panel_text(page, ".widget-html-content svg") != loss_before, "curves did not redraw"
-            readout_after = panel.locator(".widget-html-content").nth(1).inner_text()
+            assert _panel_text(page, ".lessons-loss-chart svg") != loss_before, "curves did not redraw"
+            readout_after = panel.locator(".lessons-readout").inner_text()
             assert readout_after != readout_before and "ms/step" in readout_after and "run 2 done" in readout_after
             page.screenshot(path=str(ARTIFACTS / "panel_after_second_run.png"), full_page=True)
 

@@ -101,3 +101,26 @@ def test_run_on_every_device(dev):
     p = make()
     h = p.run(device=dev)
     assert h.device.startswith(dev)
+
+
+def test_device_change_mid_run_does_not_touch_the_running_run():
+    p = make()
+    p.knobs["epochs"].value = 300
+    p.run(wait=False)
+    time.sleep(0.2)
+    options = [v for _, v in p.device_toggle.options]
+    p.device_toggle.value = options[-1]  # what a click would do if the toggle were not disabled
+    p.knobs["width"].value = 64
+    p.stop()
+    p.join(10)
+    rec = p.runs[-1]
+    assert rec.error is None and rec.device == "cpu" and rec.knobs["width"] == 16
+
+
+def test_display_bundle_has_widget_and_static_snapshot():
+    p = make()
+    p.run()
+    b = p._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in b
+    snap = b["text/html"]
+    assert snap.count("<polyline") == 4 and "lessons-runs" in snap and "run 1 done" in snap
