@@ -1,0 +1,127 @@
+"""lessons_lib.masks: bad input, p = 0, keep rates (binomial tests), stated quantization, independence."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy.stats import binomtest, chisquare
+
+from lessons_lib.masks import (
+    AUTO_TOLERANCE,
+    MASK_METHODS,
+    auto_method,
+    bernoulli_mask,
+    keep_probability,
+    random_bytes,
+)
+from lessons_lib.seeds import numpy_rng
+
+SEEDS = (0, 1, 2)
+CASES = [(m, p) for m in MASK_METHODS for p in (0.1, 0.5, 0.8) if m != "bits" or p == 0.5] + [("auto", 0.2),
+                                                                                              ("auto", 0.75)]
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5, float("nan"), "half", None])
+def test_p_outside_range_raises_naming_the_range(bad):
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        bernoulli_mask((4, 4), bad)
+
+
+def test_unknown_method_lists_the_methods():
+    with pytest.raises(ValueError) as e:
+        bernoulli_mask((4, 4), 0.5, method="fast")
+    for m in list(MASK_METHODS) + ["auto"]:
+        assert m in str(e.value)
+
+
+def test_bits_only_at_half():
+    with pytest.raises(ValueError, match="0.5"):
+        bernoulli_mask((4, 4), 0.3, method="bits", rng=0)
+
+
+@pytest.mark.parametrize("method", ["auto"] + list(MASK_METHODS))
+def test_p_zero_is_all_true_and_draws_nothing(method):
+    g = np.random.default_rng(5)
+    before = g.bit_generator.state
+    np.random.seed(3)
+    global_before = np.random.get_state()[1].copy()
+    m = bernoulli_mask((7, 9), 0.0, method=method, rng=g)
+    assert m.dtype == bool and m.shape == (7, 9) and m.all()
+    assert g.bit_generator.state == before
+    bernoulli_mask((7, 9), 0.0, method=method)  # rng=None: numpy's global generator untouched
+    assert np.array_equal(np.random.get_state()[1], global_before)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("method,p", CASES)
+def test_keep_rate_matches_stated_keep_probability(method, p, seed):
+    n_rows, n_cols = 1024, 1024
+    m = bernoulli_mask((n_rows, n_cols), p, method=method, rng=numpy_rng(seed, stream=99), device="cpu")
+    assert m.dtype == bool and m.shape == (n_rows, n_cols)
+    q = keep_probability(method, p)
+    assert binomtest(int(m.sum()), m.size, q).pvalue > 1e-5
+    # rows and columns independent: row / column sums have the binomial variance, neighbours uncorrelated
+    var = q * (1 - q)
+    for sums, k in ((m.sum(axis=1), n_cols), (m.sum(axis=0), n_rows)):
+        assert 0.8 < sums.var() / (k * var) < 1.25
+    f = m.astype(np.float64) - q
+    tol = 5 / math.sqrt(m.size) * var
+    assert abs((f[:, 1:] * f[:, :-1]).mean()) < tol
+    assert abs((f[1:, :] * f[:-1, :]).mean()) < tol
+    assert not np.array_equal(m[0], m[1])
+
+
+@pytest.mark.parametrize("method", [m for m in MASK_METHODS if m != "bits"] + ["auto"])
+def test_stated_quantization_is_honest(method):
+    res = AUTO_TOLERANCE if method == "auto" else MASK_METHODS[method].resolution
+    for p in np.linspace(0.001, 0.999, 397):
+        q = keep_probability(method, float(p))
+        assert abs(q - (1 - p)) <= res + 1e-15, (method, p, q)
+
+
+def test_uint8_quantization_is_real_and_measurable():
+    assert keep_probability("uint8", 0.1) == 230 / 256
+    m = bernoulli_mask(1 << 22, 0.1, method="uint8", rng=numpy_rng(0, stream=5))
+    assert binomtest(int(m.sum()), m.size, 230 / 256).pvalue > 1e-5
+    assert binomtest(int(m.sum()), m.size, 0.9).pvalue < 1e-6  # 0.9 itself is rejected: 1/256 steps
+
+
+def test_refine_is_exact_where_uint8_is_not():
+    p = 0.1
+    m = bernoulli_mask(1 << 22, p, method="refine", rng=numpy_rng(1, stream=6))
+    assert binomtest(int(m.sum()), m.size, 0.9).pvalue > 1e-5
+
+
+def test_auto_choices():
+    assert auto_method(0.5) == "bits"
+    assert auto_method(0.75) == "uint8"  # 256 * 0.25 = 64: exact with one byte
+    assert auto_method(0.1) == "uint16"
+    for p in (0.1, 0.2, 0.8, 0.3, 0.999):
+        assert abs(keep_probability("auto", p) - (1 - p)) <= 2**-16
+
+
+def test_reproducible_and_follows_global_seed():
+    a = bernoulli_mask((64, 64), 0.3, rng=numpy_rng(0))
+    b = bernoulli_mask((64, 64), 0.3, rng=numpy_rng(0))
+    assert np.array_equal(a, b)
+    np.random.seed(11)
+    c = bernoulli_mask((64, 64), 0.3)
+    np.random.seed(11)
+    d = bernoulli_mask((64, 64), 0.3)
+    assert np.array_equal(c, d)
+    np.random.seed(11)
+    e = bernoulli_mask((64, 64), 0.3, method="binomial")
+    np.random.seed(11)
+    assert np.array_equal(e, np.random.binomial(1, 0.7, (64, 64)).astype(bool))  # exactly the seed's call
+
+
+def test_shapes_and_random_bytes():
+    assert bernoulli_mask(10, 0.5, rng=0).shape == (10,)
+    assert bernoulli_mask((3, 0), 0.5, rng=0).shape == (3, 0)
+    assert bernoulli_mask((2, 3, 5), 0.25, rng=0).shape == (2, 3, 5)
+    b = random_bytes(np.random.default_rng(0), 1 << 20)
+    counts = np.bincount(b, minlength=256)
+    assert b.dtype == np.uint8 and len(b) == 1 << 20
+    assert chisquare(counts).pvalue > 1e-5  # all 256 byte values equally likely
+    mt = random_bytes(np.random.Generator(np.random.MT19937(0)), 1 << 16)  # 32-bit bit generator path
+    assert abs(mt.mean() - 127.5) < 2
