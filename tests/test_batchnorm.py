@@ -1,0 +1,209 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from lessons_lib import batchnorm as bn
+from lessons_lib.batchnorm import batchnorm_backward, batchnorm_forward, new_state
+from lessons_lib.callbacks import StopAfterSteps
+from lessons_lib.data import load
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_gradient_check_train_and_eval(seed):
+    errors = bn.gradient_check(seed=seed)
+    assert len(errors) == 6
+    assert max(errors.values()) < 1e-6, errors
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_equal_to_torch_batchnorm1d_after_several_steps(seed):
+    diff = bn.compare_with_torch(seed=seed, steps=6)
+    assert set(diff) >= {"train output", "dx", "dgamma", "dbeta", "running_mean", "running_var", "eval output"}
+    assert max(diff.values()) < 1e-6, diff
+
+
+def test_equal_to_torch_with_other_momentum_and_eps():
+    diff = bn.compare_with_torch(seed=3, steps=4, momentum=0.5, eps=1e-3, n=5, c=3)
+    assert max(diff.values()) < 1e-6, diff
+
+
+def test_4d_input_matches_batchnorm2d_in_float64():
+    rng = np.random.default_rng(0)
+    x = rng.normal(1.0, 2.0, size=(4, 3, 5, 5))
+    layer = nn.BatchNorm2d(3).double()
+    xt = torch.tensor(x, requires_grad=True)
+    yt = layer(xt)
+    dout = rng.normal(size=x.shape)
+    yt.backward(torch.as_tensor(dout))
+    state = new_state(3)
+    out, cache = batchnorm_forward(x, np.ones(3), np.zeros(3), state)
+    dx, dgamma, dbeta = batchnorm_backward(dout, cache)
+    assert np.abs(out - yt.detach().numpy()).max() < 1e-10
+    assert np.abs(dx - xt.grad.numpy()).max() < 1e-10
+    assert np.abs(dgamma - layer.weight.grad.numpy()).max() < 1e-10
+    assert np.abs(state["running_var"] - layer.running_var.numpy()).max() < 1e-12
+
+
+def test_running_statistics_by_hand():
+    x = np.array([[1.0], [2.0], [3.0], [4.0]])
+    state = new_state(1)
+    out, _ = batchnorm_forward(x, np.array([2.0]), np.array([0.5]), state, momentum=0.1, eps=0.0 + 1e-5)
+    assert state["running_mean"][0] == pytest.approx(0.9 * 0 + 0.1 * 2.5)
+    assert state["running_var"][0] == pytest.approx(0.9 * 1 + 0.1 * 5 / 3)  # unbiased batch variance
+    assert state["num_batches_tracked"] == 1
+    expected = 2.0 * (x[:, 0] - 2.5) / math.sqrt(1.25 + 1e-5) + 0.5  # the batch uses the biased variance
+    assert np.allclose(out[:, 0], expected)
+    # eval mode uses the running statistics, not the batch's
+    ev, _ = batchnorm_forward(x, np.array([2.0]), np.array([0.5]), state, train=False)
+    rm, rv = state["running_mean"][0], state["running_var"][0]
+    assert np.allclose(ev[:, 0], 2.0 * (x[:, 0] - rm) / math.sqrt(rv + 1e-5) + 0.5)
+    assert state["num_batches_tracked"] == 1  # eval does not touch the state
+
+
+def test_momentum_one_and_zero():
+    x = np.array([[0.0, 1.0], [2.0, 5.0]])
+    s1, s0 = new_state(2), new_state(2)
+    batchnorm_forward(x, np.ones(2), np.zeros(2), s1, momentum=1.0)
+    batchnorm_forward(x, np.ones(2), np.zeros(2), s0, momentum=0.0)
+    assert np.allclose(s1["running_mean"], [1.0, 3.0]) and np.allclose(s1["running_var"], [2.0, 8.0])
+    assert np.allclose(s0["running_mean"], 0.0) and np.allclose(s0["running_var"], 1.0)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_normalizes_and_couples_the_batch(seed):
+    s = bn.normalization_stats(seed)
+    assert s["out_max_abs_mean"] < 1e-10 and s["out_max_abs_sd_minus_1"] < 1e-3
+    assert s["in_max_abs_mean"] > 1 and s["in_max_abs_sd_minus_1"] > 1
+    c = bn.batch_coupling(seed)
+    assert c["train"] > 1e-3 and c["eval"] == 0.0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_affine_terms_learn_to_undo_the_normalization(seed):
+    t = bn.affine_identity_task(seed)
+    assert np.mean(t.loss_affine[-20:]) < 0.02 * np.mean(t.loss_plain[-20:])
+    assert np.max(np.abs(t.gamma - t.true_sd) / t.true_sd) < 0.05
+    assert np.max(np.abs(t.beta - t.true_mean) / t.true_sd) < 0.05
+
+
+def test_bad_input_is_a_clear_error():
+    x, g, b = np.ones((4, 3)), np.ones(3), np.zeros(3)
+    with pytest.raises(ValueError, match=r"gamma and beta must have shape \(3,\)"):
+        batchnorm_forward(x, np.ones(4), b, new_state(3))
+    with pytest.raises(ValueError, match="gamma and beta must have shape"):
+        batchnorm_forward(x, g, np.zeros((1, 3)), new_state(3))
+    for eps in (0.0, -1e-5, float("nan")):
+        with pytest.raises(ValueError, match="eps must be a small positive number"):
+            batchnorm_forward(x, g, b, new_state(3), eps=eps)
+    for m in (-0.1, 1.5):
+        with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\]"):
+            batchnorm_forward(x, g, b, new_state(3), momentum=m)
+    for st in (new_state(3), {}):
+        with pytest.raises(ValueError, match="has seen no training batch yet"):
+            batchnorm_forward(x, g, b, st, train=False)
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        batchnorm_forward(np.ones((1, 3)), g, b, new_state(3))
+    with pytest.raises(ValueError, match="add a batch axis"):
+        batchnorm_forward(np.ones(3), g, b, new_state(3))
+    with pytest.raises(TypeError, match="new_state"):
+        batchnorm_forward(x, g, b, None)
+    with pytest.raises(ValueError, match="dout has shape"):
+        batchnorm_backward(np.ones((2, 3)), batchnorm_forward(x, g, b, new_state(3))[1])
+    with pytest.raises(ValueError, match="momentum must be in"):
+        bn.bn_mlp(4, [8], 2, momentum=2.0)
+
+
+def test_empty_state_is_initialized_like_torch():
+    st: dict = {}
+    batchnorm_forward(np.array([[1.0], [3.0]]), np.ones(1), np.zeros(1), st)
+    assert st["running_mean"][0] == pytest.approx(0.2) and st["running_var"][0] == pytest.approx(0.9 + 0.2)
+
+
+def test_bn_mlp_structure():
+    m = bn.bn_mlp(64, [32, 16], 10)
+    kinds = [type(x).__name__ for x in m]
+    assert kinds == ["Linear", "BatchNorm1d", "ReLU", "Linear", "BatchNorm1d", "ReLU", "Linear"]
+    assert m[0].bias is None and m[6].bias is not None  # BN's beta replaces the hidden biases
+    n_params = sum(p.numel() for p in m.parameters())
+    assert n_params == 64 * 32 + 2 * 32 + 32 * 16 + 2 * 16 + 16 * 10 + 10
+    plain = bn.bn_mlp(64, [32], 10, batchnorm=False)
+    assert [type(x).__name__ for x in plain] == ["Linear", "ReLU", "Linear"] and plain[0].bias is not None
+    assert sum(p.numel() for p in bn.bn_mlp(8, [4], 2, affine=False).parameters()) == 8 * 4 + 4 * 2 + 2
+
+
+def test_bn_trains_where_plain_does_not_and_eval_pitfalls(one_thread):
+    sweep = bn.lr_sweep((0.03, 1.0), epochs=3, seed=0)
+    assert sweep.epochs_to_target(True)[0] is not None  # BN reaches 90% at lr 0.03 within 3 epochs
+    assert sweep.final_acc(True)[1] > sweep.final_acc(False)[1] + 0.3  # lr 1.0: only BN survives
+    assert sweep.n_training_lrs(True) > sweep.n_training_lrs(False)
+    assert len(sweep.rows()) == 4
+    model = sweep.histories[(True, 0.03)].config["model"]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    p = bn.eval_pitfalls(model, load("digits", seed=0), seed=0)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # measuring leaves the model untouched
+    assert p["eval_acc"] > 0.9
+    assert p["train_mode_acc"][2] < p["eval_acc"] - 0.2
+    assert abs(p["batch1_eval_acc"] - p["eval_acc"]) <= 2 / 288
+    assert "more than 1 value per channel" in p["batch1_error"]
+    assert p["buffer_drift"] > 0.05 and p["flip_fraction_bs8"] > 0
+    gb = bn.affine_parameters(model)
+    assert len(gb) == 4 and gb[0]["gamma"].shape == (64,)
+    assert np.all(gb[0]["undo_gamma"] > 0)
+
+
+def test_experiment_honours_panel_callbacks(one_thread):
+    h = bn.experiment(epochs=3, callbacks=[StopAfterSteps(2)], seed=1)
+    assert h.steps == 2 and len(h) == 1
+    assert h.config["batchnorm"] is True
+
+
+def test_step_cost_reports_both_and_ratio():
+    r = bn.bn_step_cost("cpu", depth=2, width=32, batch_size=16, rounds=2, repeats=3)
+    assert r["with_bn"] > 0 and r["without_bn"] > 0
+    assert r["ratio"] == pytest.approx(r["with_bn"] / r["without_bn"])
+
+
+def _fake_sweep(bn_epochs, plain_epochs):
+    from lessons_lib.training import History
+
+    s = bn.Sweep(lrs=[0.1], target=0.9)
+    for flag, e in ((True, bn_epochs), (False, plain_epochs)):
+        h = History()
+        for i in range(3):
+            acc = 0.95 if (e is not None and i + 1 >= e) else 0.5
+            h.append({"epoch": i, "train_loss": 1, "train_acc": acc, "val_loss": 1, "val_acc": acc, "seconds": 1,
+                      "samples_per_s": 1, "step_seconds": 1})
+        s.histories[(flag, 0.1)] = h
+    return s
+
+
+def test_claim_verdicts_follow_the_numbers():
+    task = bn.affine_identity_task(0)
+    norm = bn.normalization_stats(0)
+    good = dict(norm=norm, torch_diff={"x": 1e-12}, coupling={"train": 0.5, "eval": 0.0},
+                sweep=_fake_sweep(1, None), affine=task,
+                pitfalls={"eval_acc": 0.97, "train_mode_acc": {2: 0.4, 256: 0.96}, "flip_fraction_bs8": 0.2})
+    assert all(r.holds for r in bn.claims(**good).rows)
+    learned = {"gamma_from_init": 0.04, "gamma_from_undo": 0.5, "beta_from_init": 0.03, "beta_from_undo": 0.2}
+    rows = bn.claims(**good, learned=learned).rows
+    assert len(rows) == 8 and rows[6].holds
+    assert not bn.claims(**good, learned=dict(learned, beta_from_undo=0.01)).rows[6].holds
+    bad = dict(good, torch_diff={"x": 1e-3}, coupling={"train": 0.5, "eval": 0.1}, sweep=_fake_sweep(3, 2),
+               pitfalls={"eval_acc": 0.97, "train_mode_acc": {2: 0.98}, "flip_fraction_bs8": 0.0})
+    verdicts = [r.holds for r in bn.claims(**bad).rows]
+    assert verdicts == [True, False, False, False, False, True, False]
+
+
+def test_exercise_checks(capsys):
+    assert bn.check_running_mean(0.5) and not bn.check_running_mean(5)
+    assert bn.check_running_var(0.9 + 0.1 * 5 / 3) and not bn.check_running_var(0.9 + 0.1 * 1.25)
+    assert bn.check_bn_parameters(128) and not bn.check_bn_parameters(256)
+    assert bn.check_eval_batch_of_one("model.eval()") and bn.check_eval_batch_of_one("eval")
+    assert not bn.check_eval_batch_of_one("train")
+    assert not bn.check_running_mean(...)
+    out = capsys.readouterr().out
+    assert "✅" in out and "❌" in out and "Not answered yet" in out
