@@ -1,0 +1,217 @@
+"""Lesson 07 (precision): formats, rounding, lost updates, loss scaling, and the clear errors."""
+
+import math
+
+import pytest
+import torch
+
+from lessons_lib import precision as P
+from lessons_lib.data import load
+
+
+# --- names, formats, bad input -------------------------------------------------------------------
+def test_dtype_names_and_sizes():
+    assert [P.bytes_per_param(n) for n in P.DTYPES] == [8, 4, 2, 2]
+    assert P.dtype_name(torch.bfloat16) == "bf16" and P.dtype_name("half") == "fp16"
+    assert P.spacing_at_one("bf16") == 2.0**-7 and P.spacing_at_one("fp16") == 2.0**-10
+
+
+def test_unknown_dtype_names_the_choices():
+    with pytest.raises(ValueError, match="fp64, fp32, bf16, fp16"):
+        P.dtype_name("fp8")
+    with pytest.raises(ValueError, match="float types"):
+        P.dtype_name(torch.int8)
+
+
+def test_unsupported_dtype_on_device_says_what_is_supported():
+    with pytest.raises(P.UnsupportedDtypeError, match=r"Supported there in mode 'autocast': bf16, fp16"):
+        P.require_dtype("fp64", "cpu", mode="autocast")
+    with pytest.raises(P.UnsupportedDtypeError, match="MPS has no float64|no MPS device here"):
+        P.require_dtype("fp64", "mps")
+    with pytest.raises(P.UnsupportedDtypeError, match="16-bit"):
+        P.train_precision(dtype="fp32", mode="stored", epochs=1)  # raised before any training
+    with pytest.raises(ValueError, match="mode='stored'"):
+        P.train_precision(dtype="bf16", mode="pure", rounding="stochastic", epochs=1)
+    assert P.supported_dtypes("cpu") == ["fp64", "fp32", "bf16", "fp16"]
+
+
+def test_lost_update_round_to_nearest_even():
+    assert P.lost_update(1.0, 0.003, "bf16")  # below half the gap 2^-8
+    assert not P.lost_update(1.0, 0.003, "fp32")
+    assert P.lost_update(1.0, 2.0**-8, "bf16")  # a tie: rounds to the even neighbour, 1.0
+    assert not P.lost_update(1.0, 2.0**-7, "bf16")
+    assert not P.lost_update(1.0, 0.0, "bf16")  # no update, nothing lost
+
+
+# --- rounding from scratch -----------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_neighbours_bracket_and_match_the_format(dtype):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(5000, generator=g) * torch.logspace(-9, 3, 5000)
+    lo, hi = P.neighbours(x, dtype)
+    dt = P.DTYPES[dtype]
+    assert torch.all(lo <= x) and torch.all(x < hi)
+    assert torch.equal(lo.to(dt).float(), lo) and torch.equal(hi.to(dt).float(), hi)  # both representable
+    nearest = x.to(dt).float()
+    assert torch.all((nearest == lo) | (nearest == hi))  # the cast picks one of the two
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_stochastic_rounding_is_unbiased(seed, dtype):
+    vals = (1.001, 0.1 + 1e-4, -2.7182818, 3e-6) if dtype == "fp16" else (1.001, 1.003, 0.1 + 1e-4, -2.7182818)
+    res = P.check_unbiased(vals, dtype=dtype, draws=20000, seed=seed)
+    assert res.z < 4.5  # mean within 4.5 standard errors of the value
+    assert res.nearest_bias > 1e-4  # while round-to-nearest is off by a fixed amount
+
+
+def test_stochastic_round_only_picks_neighbours_and_keeps_exact_values():
+    g = torch.Generator().manual_seed(3)
+    x = torch.tensor([1.0, 0.5, 1.001, -3.3, 0.0])
+    lo, hi = P.neighbours(x, "bf16")
+    for _ in range(20):
+        r = P.stochastic_round(x, "bf16", generator=g).float()
+        assert torch.all((r == lo) | (r == hi))
+    assert P.stochastic_round(x, "bf16", generator=g)[:2].tolist() == [1.0, 0.5]
+    assert P.stochastic_round(torch.tensor([math.inf]), "fp16").item() == math.inf
+    with pytest.raises(ValueError, match="float32/float64"):
+        P.stochastic_round(torch.ones(2, dtype=torch.bfloat16))
+
+
+def test_flip_lowest_bit_is_tiny_and_reversible():
+    m = torch.nn.Linear(10, 10)
+    w0 = m.weight.detach().clone()
+    P.flip_lowest_bit_(m)
+    rel = ((m.weight - w0).norm() / w0.norm()).item()
+    assert 0 < rel < 3e-7
+    P.flip_lowest_bit_(m)
+    assert torch.equal(m.weight, w0)
+
+
+# --- speed table ---------------------------------------------------------------------------------
+def test_dtype_table_rows():
+    t = P.dtype_table(["cpu"], n=128, repeats=3)
+    assert [r.dtype for r in t.rows] == list(P.DTYPES)
+    assert all(r.gflops > 0 for r in t.rows)
+    assert t.get("cpu", "fp32").vs_fp32 == 1.0 and t.get("cpu", "fp32").verdict == "reference"
+    assert "hardware units" in str(t) and "<table>" in t._repr_html_()
+
+
+# --- training in each precision ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def data():
+    return load("mnist1d", seed=0)
+
+
+def test_lost_updates_by_dtype(data):
+    kw = dict(data=data, epochs=2, width=64, seed=0)
+    r32 = P.train_precision(dtype="fp32", **kw)
+    r16 = P.train_precision(dtype="bf16", **kw)
+    ra = P.train_precision(dtype="bf16", mode="autocast", **kw)
+    assert r32.lost_share < 0.01 and ra.lost_share < 0.01  # fp32 weights keep their updates
+    assert r16.lost_share > 0.1  # bf16 weights lose many
+    assert set(r16.lost_by_layer) == set(ra.lost_by_layer) == {"0.weight", "0.bias", "2.weight", "2.bias",
+                                                                  "4.weight", "4.bias"}
+    assert r16.state_bytes == r32.state_bytes // 2  # weights, grads, momentum: 2 bytes instead of 4
+    assert ra.model(data.x_val[:4]).dtype == torch.float32
+    assert ra.val_acc > 0.2  # it learns
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_stochastic_rounding_rescues_a_stalled_run(seed, data):
+    sr = P.sr_recovery(epochs=4, width=64, seed=seed, data=data)
+    assert sr.runs["nearest"].lost_share > 0.5
+    assert sr.nearest_share() < 0.6  # round-to-nearest gets a fraction of fp32's progress
+    assert sr.recovered() > 0.85  # stochastic rounding gets (nearly) all of it
+
+
+def test_fp16_adam_collapses_because_eps_underflows(data):
+    assert torch.tensor(1e-8, dtype=torch.float16).item() == 0.0
+    r = P.train_precision(dtype="fp16", optimizer="adam", lr=1e-3, epochs=1, data=data, width=32, seed=0)
+    assert math.isnan(r.history.val_loss[-1])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fp16_backward_underflows_without_loss_scaling(seed, data):
+    r = P.train_precision(dtype="fp32", epochs=4, data=data, seed=seed, measure_lost=False)
+    u = P.gradient_underflow(r.model, data)
+    assert u.by_scale[1.0] > 0.001
+    assert u.by_scale[1024.0] < 0.5 * u.by_scale[1.0]
+    assert u.by_layer[1.0]["4"] > u.by_layer[1.0]["0"]  # the output layer's signal is the smallest
+
+
+def test_loss_scaler_matches_torch_grad_scaler():
+    """Same batches, same model, fp16 autocast: our scaler and torch.amp.GradScaler make the same steps."""
+    torch.manual_seed(0)
+    base = torch.nn.Sequential(torch.nn.Linear(20, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+    xs = [torch.randn(8, 20) for _ in range(6)]
+    ys = [torch.randint(0, 4, (8,)) for _ in range(6)]
+    kw = dict(init_scale=2.0**30, growth=2.0, backoff=0.5, interval=2)  # 2^30 overflows fp16: a skip first
+
+    ours = P.PrecisionModel(copy_of(base), torch.float16)
+    opt1 = torch.optim.SGD(ours.parameters(), lr=0.1, momentum=0.9)
+    scaler = P.DynamicLossScaler(**kw)
+    ours.scaler = scaler
+    handle = opt1.register_step_pre_hook(scaler._pre_step)
+    for x, y in zip(xs, ys):
+        opt1.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(ours(x), y).backward()
+        opt1.step()
+    handle.remove()
+
+    theirs = copy_of(base)
+    opt2 = torch.optim.SGD(theirs.parameters(), lr=0.1, momentum=0.9)
+    gs = torch.amp.GradScaler("cpu", init_scale=kw["init_scale"], growth_factor=2.0, backoff_factor=0.5,
+                              growth_interval=2)
+    torch_scales = []
+    for x, y in zip(xs, ys):
+        opt2.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.float16):
+            out = theirs(x)
+        gs.scale(torch.nn.functional.cross_entropy(out.float(), y)).backward()
+        torch_scales.append(gs.get_scale())
+        gs.step(opt2)
+        gs.update()
+    assert scaler.scales == torch_scales
+    assert scaler.skipped >= 1 and scaler.scale == gs.get_scale()
+    for a, b in zip(ours.inner.parameters(), theirs.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_loss_scaler_inside_fit(data):
+    r = P.train_precision(dtype="fp16", mode="autocast", loss_scaling=True, epochs=2, width=64, data=data, seed=0)
+    assert r.loss_scale_skipped is not None and r.val_acc > 0.2
+
+
+def copy_of(m):
+    import copy
+
+    return copy.deepcopy(m)
+
+
+# --- chaos, claims, exercises --------------------------------------------------------------------
+def test_claims_and_chaos_smoke():
+    runs = P.compare_dtypes(epochs=1, width=32, measure_lost=True)
+    assert [r.label for r in runs][:4] == ["fp64 pure", "fp32 pure", "bf16 pure", "fp16 pure"]
+    d = load("mnist1d")
+    chaos = P.perturbation_spread(seeds=[0, 1], epochs=1, width=32)
+    assert chaos.initial_distance < 3e-7 and len(chaos.acc) == 2
+    c = P.claims(P.dtype_table(["cpu"], n=128, repeats=2), runs, P.gradient_underflow(runs[1].model, d),
+                 P.sr_recovery(epochs=1, width=32, data=d), chaos, P.check_unbiased(draws=2000))
+    assert len(c.rows) == 10 and all(r.holds in (True, False) for r in c.rows)
+
+
+def test_exercise_checks(capsys):
+    assert P.check_fp16_epsilon(0.0)
+    assert not P.check_fp16_epsilon(1e-8)
+    assert P.check_bf16_spacing(2**-7)
+    assert not P.check_bf16_spacing(2**-8)
+    assert P.check_round_up_probability(0.128)
+    assert not P.check_round_up_probability(0.5)
+    assert not P.check_round_up_probability(None)
+    assert "Not yet" in capsys.readouterr().out
+
+
+def test_unknown_device_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown device 'tpu'"):
+        P.require_dtype("fp32", "tpu")
