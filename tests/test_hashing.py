@@ -1,0 +1,203 @@
+"""Tests of lessons_lib.hashing: SimHash statistics, CSR tables, top-k by counts, the sampled layer's
+forward/backward against the dense layer restricted to the active set, counters and bad input."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lessons_lib import hashing as H
+from lessons_lib.callbacks import StopAfterSteps
+from lessons_lib.data import load
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_simhash_bit_collision_rate_is_one_minus_angle_over_pi(seed):
+    angles = np.array([0.1, 0.5, 1.0, math.pi / 2, 2.5, 3.0])
+    measured = H.simhash_collision_rates(angles, dim=32, n_pairs=2000, n_bits=64, seed=seed)
+    # 128,000 (pair, bit) samples per angle: binomial standard error <= 0.0014
+    np.testing.assert_allclose(measured, 1 - angles / math.pi, atol=0.01)
+
+
+def test_simhash_codes_shape_range_and_sign_bits():
+    h = H.SimHash(5, K=4, L=3, seed=0)
+    x = torch.randn(7, 5)
+    codes = h.codes(x)
+    assert codes.shape == (7, 3) and codes.dtype == torch.int32
+    assert int(codes.min()) >= 0 and int(codes.max()) < 2**4
+    bits = (x @ h.planes >= 0).view(7, 3, 4).long()
+    expected = (bits * torch.tensor([1, 2, 4, 8])).sum(-1)
+    assert torch.equal(codes.long(), expected)
+    assert torch.equal(h.codes(-x).long(), 15 - expected)  # x and -x disagree on every bit (no exact zeros)
+    assert h.mults_per_vector == 5 * 4 * 3
+
+
+def test_bucket_tables_hand_made():
+    # 4 items, L = 2 tables, K = 2 bits
+    codes = torch.tensor([[0, 3], [1, 3], [0, 2], [3, 3]])
+    t = H.BucketTables(K=2, L=2).build(codes)
+    assert t.bucket(0, 0).tolist() == [0, 2]
+    assert t.bucket(0, 1).tolist() == [1]
+    assert t.bucket(0, 2).tolist() == []
+    assert t.bucket(1, 3).tolist() == [0, 1, 3]
+    assert t.offsets.tolist() == [0, 2, 3, 3, 4, 4, 4, 5, 8]
+    q = torch.tensor([[0, 3], [2, 0]])
+    assert t.query_counts(q).tolist() == [[2, 1, 1, 1], [0, 0, 0, 0]]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_csr_query_counts_equal_bruteforce(seed):
+    g = torch.Generator().manual_seed(seed)
+    K, L, n, B = 4, 9, 57, 13
+    item_codes = torch.randint(0, 2**K, (n, L), generator=g, dtype=torch.int32)
+    q = torch.randint(0, 2**K, (B, L), generator=g, dtype=torch.int32)
+    t = H.BucketTables(K, L).build(item_codes)
+    assert torch.equal(t.query_counts(q), H.collision_counts_bruteforce(q, item_codes))
+    assert int(t.offsets[-1]) == n * L
+
+
+def test_topk_by_counts_hand_made():
+    counts = torch.tensor([[3, 1, 4, 1, 5], [0, 2, 2, 0, 1]])
+    assert H.topk_by_counts(counts, 2, tie_break="index").tolist() == [[4, 2], [1, 2]]
+    assert H.topk_by_counts(counts, 3, tie_break="index").tolist() == [[4, 2, 0], [1, 2, 4]]
+    g = torch.Generator().manual_seed(0)
+    r = H.topk_by_counts(counts, 2, tie_break="random", generator=g)
+    assert r[0].tolist() == [4, 2] and sorted(r[1].tolist()) == [1, 2]
+    # a tie at the border is broken at random, but only among the tied items
+    picks = {H.topk_by_counts(counts, 4, generator=g)[1, 3].item() for _ in range(40)}
+    assert picks == {0, 3}
+
+
+def test_query_with_a_weight_row_finds_that_unit():
+    layer = H.SampledHidden(16, 300, selector="lsh", active_fraction=0.02, K=6, L=20, pool_dim=16, seed=0)
+    layer.eval()
+    x = layer.weight.detach()[[5, 77, 123]].clone()
+    counts = layer.lsh_counts(x)
+    assert counts[0, 5] == 20 and counts[1, 77] == 20 and counts[2, 123] == 20  # same code in every table
+    idx = layer.select(x)
+    assert 5 in idx[0].tolist() and 77 in idx[1].tolist() and 123 in idx[2].tolist()
+
+
+def _dense_restricted(layer: H.SampledHidden, x: torch.Tensor, mask: torch.Tensor):
+    w = layer.weight.detach().clone().requires_grad_(True)
+    b = layer.bias.detach().clone().requires_grad_(True)
+    return torch.relu(x @ w.T + b) * mask, w, b
+
+
+@pytest.mark.parametrize("selector", ["lsh", "random", "topk"])
+@pytest.mark.parametrize("mode", ["per_example", "union"])
+def test_sparse_layer_forward_backward_equal_dense_restricted_to_active_set(selector, mode):
+    torch.manual_seed(0)
+    layer = H.SampledHidden(12, 200, selector=selector, active_fraction=0.1, K=5, L=8, pool_dim=4, mode=mode, seed=1)
+    x = torch.randn(6, 12)
+    out = layer(x)
+    idx = layer.last_active
+    assert idx.shape == (6, 20)
+    mask = torch.zeros(6, 200).scatter(1, idx, 1.0)
+    if mode == "union":
+        mask = mask.amax(0, keepdim=True).expand(6, -1)
+    ref, w, b = _dense_restricted(layer, x, mask)
+    torch.testing.assert_close(out, ref)
+    g = torch.randn(6, 200)
+    (out * g).sum().backward()
+    (ref * g).sum().backward()
+    torch.testing.assert_close(layer.weight.grad, w.grad)
+    torch.testing.assert_close(layer.bias.grad, b.grad)
+    inactive = mask.amax(0) == 0
+    assert inactive.any()
+    assert torch.all(layer.weight.grad[inactive] == 0) and torch.all(layer.bias.grad[inactive] == 0)
+
+
+def test_counters_count_layer_hashing_and_rebuilds():
+    layer = H.SampledHidden(40, 1000, selector="lsh", active_fraction=0.05, K=6, L=50, pool_dim=8, seed=0,
+                            schedule=H.RebuildSchedule(first=2, growth=2.0))
+    x = torch.randn(16, 40)
+    for _ in range(5):
+        layer(x).sum().backward()
+    c = layer.counters["train"]
+    assert c.examples == 80
+    assert c.layer == 2 * 80 * 50 * 40  # forward + weight gradient of the 50 active rows
+    assert c.dense == 2 * 80 * 1000 * 40
+    assert c.selection == 80 * (8 + 8 * 6 * 50)  # pooling + K*L dot products of length 8
+    assert H.RebuildSchedule(first=2, growth=2.0).steps(5) == [0, 2]
+    assert c.rebuilds == 2
+    assert c.rebuild == 2 * 1000 * (8 + 8 * 6 * 50)
+    f = c.fractions()
+    assert f["layer"] == pytest.approx(0.05)
+    assert f["total"] == pytest.approx((c.layer + c.selection + c.rebuild) / c.dense)
+
+
+def test_rebuild_schedule_thins_out():
+    assert H.RebuildSchedule(first=10, growth=2.0).steps(100) == [0, 10, 30, 70]
+    s = H.RebuildSchedule(first=10, growth=1.3).steps(1000)
+    gaps = np.diff(s)
+    assert s[0] == 0 and np.all(np.diff(gaps) >= 0) and gaps[-1] > 5 * gaps[0]
+
+
+def test_dense_and_dropout_baselines():
+    dense = H.hashed_mlp(10, 30, 3, selector="dense")
+    x = torch.randn(4, 10)
+    h = dense[0](x)
+    torch.testing.assert_close(h, torch.relu(x @ dense[0].weight.T + dense[0].bias))
+    drop = H.hashed_mlp(10, 30, 3, selector="dropout", active_fraction=0.25)
+    assert isinstance(drop[2], torch.nn.Dropout) and drop[2].p == pytest.approx(0.75)
+
+
+def test_short_training_run_and_union_fraction():
+    data = load("mnist1d", seed=0).subset_train(256)
+    h = H.hashing_experiment(method="lsh", active_fraction=0.05, width=200, epochs=1, batch_size=64, data=data,
+                             seed=0, callbacks=[StopAfterSteps(3)])
+    assert len(h) == 1 and h.steps == 3 and 0.0 <= h.val_acc[0] <= 1.0
+    model = h.config["model"]
+    u = H.union_fractions(model, data.x_val[:128], batch_sizes=(1, 64))
+    assert u[1] == pytest.approx(10 / 200)
+    assert u[1] < u[64] <= 1.0
+    ov = H.overlap_with_topk(model, data.x_val[:64])
+    assert 0.0 <= ov["overlap"] <= 1.0 and ov["chance"] == pytest.approx(0.05)
+
+
+@pytest.mark.parametrize("K,L", [(0, 10), (6, 0), (-1, 5), (6, -3), (2.5, 4)])
+def test_bad_k_or_l(K, L):
+    with pytest.raises(ValueError, match="positive integer"):
+        H.SimHash(8, K=K, L=L)
+
+
+def test_k_too_large_for_index_type():
+    with pytest.raises(ValueError, match="do not fit the bucket index type"):
+        H.SimHash(8, K=40, L=2, index_dtype=torch.int32)
+    with pytest.raises(ValueError, match="do not fit the bucket index type"):
+        H.check_k_l(16, 2, torch.int16)
+    with pytest.raises(ValueError, match="too many"):
+        H.BucketTables(K=30, L=4)
+
+
+@pytest.mark.parametrize("f", [0.0, -0.1, 1.5, float("nan")])
+def test_bad_active_fraction(f):
+    with pytest.raises(ValueError, match=r"\(0, 1\]"):
+        H.SampledHidden(8, 16, active_fraction=f)
+    with pytest.raises(ValueError, match=r"\(0, 1\]"):
+        H.hashed_mlp(8, 16, 2, selector="dropout", active_fraction=f)
+
+
+def test_other_bad_input():
+    with pytest.raises(ValueError, match="selector"):
+        H.SampledHidden(8, 16, selector="magic")
+    with pytest.raises(ValueError, match="pool_dim"):
+        H.pooling_matrix(8, 9)
+    with pytest.raises(ValueError, match="expects"):
+        H.SampledHidden(8, 16)(torch.randn(2, 9))
+    with pytest.raises(ValueError, match="k must be"):
+        H.topk_by_counts(torch.zeros(2, 5), 6)
+
+
+def test_exercise_checks(capsys):
+    assert H.check_bit_collision(2 / 3) and not H.check_bit_collision(0.5)
+    assert H.check_bucket_collision((2 / 3) ** 6) and not H.check_bucket_collision(2 / 3)
+    assert H.check_hash_mults(2400) and not H.check_hash_mults(300)
+    assert H.check_union_fraction(1 - 0.95**64) and not H.check_union_fraction(0.05)
+    assert "Correct" in capsys.readouterr().out
