@@ -12,15 +12,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from .callbacks import Callback
 from .claims import Claims
-from .data import Splits, load
+from .data import load
 from .exercises import check
 from .models import count_parameters, mlp
 from .seeds import numpy_rng, seed_everything
-from .training import History, evaluate, fit
+from .training import History, fit
 
 CHANCE = 0.1  # ten classes
 FEATURES = {"digits": 64, "mnist1d": 40}
@@ -192,11 +191,6 @@ def check_best_degree(answer: int, poly: PolySweep) -> bool:
     """Exercise 3: the polynomial degree with the lowest validation error in this run."""
     return check(answer, poly.best_degree, praise="That degree balances underfitting and overfitting here.",
                  hint="Look for the minimum of the validation curve, not the training curve.")
-
-
-def evaluate_on_test(model: torch.nn.Module, data: Splits) -> float:
-    """Test accuracy (eval mode)."""
-    return evaluate(model, data.x_test, data.y_test)[1]
 
 
 # --- figures -----------------------------------------------------------------------------------
