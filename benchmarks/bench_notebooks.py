@@ -1,4 +1,4 @@
-"""Every notebook executed in a fresh kernel: wall time and peak memory (RSS of the kernel process tree).
+"""Every notebook executed in a fresh kernel: wall time and peak memory (PSS, else RSS, of the kernel process tree).
 
 Budgets (COURSE.md): <= 90 s and <= 1.5 GB per notebook on a 2-core CPU; the whole course under nbval
 <= 10 minutes. Usage: ``python benchmarks/bench_notebooks.py [notebooks/03*.ipynb ...]``.
@@ -21,10 +21,27 @@ ROOT = Path(__file__).resolve().parents[1]
 TIME_BUDGET_S, MEMORY_BUDGET_GB = 90.0, 1.5
 
 
+def _memory(q: psutil.Process) -> int:
+    """Proportional set size where the OS reports it (Linux): pages shared between processes (torch's
+    libraries in a kernel and the training processes it starts) are split between them instead of counted
+    once per process. RSS elsewhere."""
+    try:
+        return q.memory_full_info().pss
+    except (AttributeError, psutil.AccessDenied):
+        return q.memory_info().rss
+
+
 def _tree_rss(pid: int) -> int:
+    """Memory of the kernel and every process it started (see :func:`_memory`)."""
     try:
         p = psutil.Process(pid)
-        return sum(q.memory_info().rss for q in [p, *p.children(recursive=True)])
+        total = 0
+        for q in [p, *p.children(recursive=True)]:
+            try:
+                total += _memory(q)
+            except psutil.NoSuchProcess:
+                pass
+        return total
     except psutil.Error:
         return 0
 

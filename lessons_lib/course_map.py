@@ -44,6 +44,8 @@ LESSONS = (
            ("001",)),
     Lesson("09", "randomized hashing", "LSH-selected neurons: multiplications vs accuracy vs wall time", ("03",),
            ("003",)),
+    Lesson("10", "parallel training", "DDP with torch.distributed; all-reduce cost; Hogwild dense vs sparse",
+           ("09",), ("003",)),
 )
 
 CLAIMS_HEADER = re.compile(r"^(\d\d) .*: claims measured in this run$")

@@ -283,6 +283,63 @@ class MultCounter:
                 "total": self.total / d}
 
 
+class LshIndex:
+    """SimHash tables over the mean-pooled rows of a weight matrix (row j = unit j's input weights), rebuilt
+    on a :class:`RebuildSchedule`; queried with the pooled inputs, it counts each unit's collisions.
+
+    Shared by :class:`SampledHidden` (lesson 09) and the sparse networks of lesson 10. The weight is passed
+    in on every call, so the index never holds a stale copy of the parameters."""
+
+    def __init__(self, n_in: int, n_units: int, *, K: int = 6, L: int = 50, pool_dim: int = 8,
+                 schedule: RebuildSchedule | None = None, seed: int | None = None):
+        check_k_l(K, L)
+        self.n_units = n_units
+        self.pool = pooling_matrix(n_in, pool_dim)
+        self.hash = SimHash(pool_dim, K, L, seed=get_seed() if seed is None else int(seed))
+        self.tables = BucketTables(K, L)
+        self.schedule = schedule or RebuildSchedule()
+        self._next_rebuild = 0
+        self._rebuild_gap = float(self.schedule.first)
+
+    @property
+    def mults_per_query(self) -> int:
+        """Multiplications to hash one input: pooling plus the projections."""
+        return self.hash.dim + self.hash.mults_per_vector
+
+    def _to(self, device: torch.device) -> None:
+        if self.pool.device != device:
+            self.pool = self.pool.to(device)
+        self.hash.to(device)
+
+    @torch.no_grad()
+    def rebuild(self, weight: torch.Tensor) -> int:
+        """Hash every pooled row of ``weight`` (n_units, n_in) into the tables; returns the multiplications."""
+        self._to(weight.device)
+        self.tables.build(self.hash.codes(weight @ self.pool))
+        return self.n_units * self.mults_per_query
+
+    def stale(self, weight: torch.Tensor) -> bool:
+        """True if the tables are empty or live on another device than ``weight``."""
+        return self.tables.n_items == 0 or self.tables.items.device != weight.device
+
+    def due(self, weight: torch.Tensor, step: int | None) -> bool:
+        """Should the tables be rebuilt now? ``step`` is the training step (None in evaluation: rebuild only
+        when stale). Advances the schedule when it answers True for a training step."""
+        if step is None:
+            return self.stale(weight)
+        if step >= self._next_rebuild or self.stale(weight):
+            self._next_rebuild = step + max(1, int(round(self._rebuild_gap)))
+            self._rebuild_gap *= self.schedule.growth
+            return True
+        return False
+
+    @torch.no_grad()
+    def counts(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, n_units) collision counts of each unit with the inputs ``x`` (B, n_in)."""
+        self._to(x.device)
+        return self.tables.query_counts(self.hash.codes(x @ self.pool))
+
+
 # --- the sampled layer ---------------------------------------------------------------------------
 class SampledHidden(nn.Module):
     """A ReLU hidden layer ``n_in -> n_out`` that computes only an active set of units per example.
@@ -314,21 +371,16 @@ class SampledHidden(nn.Module):
         self.seed = get_seed() if seed is None else int(seed)
         self.schedule = schedule or RebuildSchedule()
         self.K, self.L = int(K), int(L)
-        if selector == "lsh":
-            check_k_l(K, L)
-            self.register_buffer("pool", pooling_matrix(n_in, pool_dim), persistent=False)
-            self.hash = SimHash(pool_dim, K, L, seed=self.seed)
-            self.tables = BucketTables(K, L)
+        self.index = LshIndex(n_in, n_out, K=K, L=L, pool_dim=pool_dim, schedule=self.schedule, seed=self.seed) \
+            if selector == "lsh" else None
         self.counters = {"train": MultCounter(), "eval": MultCounter()}
         self.step = 0
-        self._next_rebuild = 0
-        self._rebuild_gap = float(self.schedule.first)
         self._gen: torch.Generator | None = None
         self.last_active: torch.Tensor | None = None
 
     def extra_repr(self) -> str:
         s = f"{self.n_in} -> {self.n_out}, selector={self.selector}, keeps {self.k} ({self.active_fraction:.0%})"
-        return s + (f", K={self.K}, L={self.L}, pool={self.pool.shape[1]}" if self.selector == "lsh" else "")
+        return s + (f", K={self.K}, L={self.L}, pool={self.index.pool.shape[1]}" if self.index is not None else "")
 
     # -- randomness on the layer's device, reproducible from the seed
     def _generator(self, device: torch.device) -> torch.Generator:
@@ -338,39 +390,23 @@ class SampledHidden(nn.Module):
         return self._gen
 
     # -- tables
-    @torch.no_grad()
     def rebuild_tables(self) -> None:
         """Hash every (pooled) weight row into the tables; counted in ``counters[...].rebuild``."""
-        dev = self.weight.device
-        self.hash.to(dev)
-        codes = self.hash.codes(self.weight @ self.pool)
-        self.tables.build(codes)
         c = self.counters["train" if self.training else "eval"]
-        c.rebuild += self.n_out * (self.hash.dim + self.hash.mults_per_vector)
+        c.rebuild += self.index.rebuild(self.weight)
         c.rebuilds += 1
 
-    def _stale(self) -> bool:
-        return self.tables.n_items == 0 or self.tables.items.device != self.weight.device
-
     def _maybe_rebuild(self) -> None:
-        stale = self._stale()
-        if not self.training:
-            if stale:
-                self.rebuild_tables()
-            return
-        if self.step >= self._next_rebuild or stale:
+        if self.index.due(self.weight, self.step if self.training else None):
             self.rebuild_tables()
-            self._next_rebuild = self.step + max(1, int(round(self._rebuild_gap)))
-            self._rebuild_gap *= self.schedule.growth
 
     # -- selection
     @torch.no_grad()
     def lsh_counts(self, x: torch.Tensor) -> torch.Tensor:
         """(B, n_out) collision counts of each unit with the inputs (tables as they are now)."""
-        self.hash.to(x.device)
-        if self._stale():
+        if self.index.stale(self.weight):
             self.rebuild_tables()
-        return self.tables.query_counts(self.hash.codes(x @ self.pool))
+        return self.index.counts(x)
 
     @torch.no_grad()
     def select(self, x: torch.Tensor, counter: MultCounter | None = None) -> torch.Tensor:
@@ -380,7 +416,7 @@ class SampledHidden(nn.Module):
             self._maybe_rebuild()
             idx = topk_by_counts(self.lsh_counts(x), self.k, generator=self._generator(dev), sorted=False)
             if counter is not None:
-                counter.selection += B * (self.hash.dim + self.hash.mults_per_vector)
+                counter.selection += B * self.index.mults_per_query
             return idx
         if self.selector == "random":
             scores = torch.rand(B, self.n_out, generator=self._generator(dev), device=dev)
@@ -718,7 +754,7 @@ def claims_table(rows: Sequence[RunResult], overlap: dict[str, float], timings: 
     c.add("Fewer multiplications make training faster (wall time per step)", "implied by seed 003",
           f"LSH per-example step {1e3 * tl:.2f} ms vs dense {1e3 * td:.2f} ms ({tl / td:.1f}× dense)", tl < td)
     c.add("Sparse updates suit asynchronous (HOGWILD) training with near-linear speedup", src,
-          "not measured: this course trains on one process", None)
+          "not measured in this lesson (one process): see lesson 10", None)
     return c
 
 

@@ -85,6 +85,18 @@ def lab(tmp_path_factory):
     log.close()
 
 
+def _run_all(page, url: str):
+    """Open ``url`` in JupyterLab, Run All once the kernel is connected, return the rendered panel's locator."""
+    page.goto(url, timeout=60_000)
+    # the kernel must be connected before Run All does anything
+    page.get_by_text(re.compile(r"\| Idle")).first.wait_for(timeout=90_000)
+    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+    panel = page.locator(".lessons-live-panel")
+    panel.wait_for(state="visible", timeout=120_000)  # fails when the widget never renders
+    return panel
+
+
 def _panel_text(page, selector: str) -> str:
     return page.locator(f".lessons-live-panel {selector}").first.inner_html()
 
@@ -98,13 +110,7 @@ def test_live_panel_in_jupyterlab(lab, tmp_path):
             viewport={"width": 1400, "height": 2400})
         page = ctx.pages[0] if ctx.pages else ctx.new_page()
         try:
-            page.goto(f"{base}/lab/tree/notebooks/{NOTEBOOK}?token={token}", timeout=60_000)
-            # the kernel must be connected before Run All does anything
-            page.get_by_text(re.compile(r"\| Idle")).first.wait_for(timeout=90_000)
-            page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
-            page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
-            panel = page.locator(".lessons-live-panel")
-            panel.wait_for(state="visible", timeout=120_000)
+            panel = _run_all(page, f"{base}/lab/tree/notebooks/{NOTEBOOK}?token={token}")
             # the notebook's own panel.run() leaves one row once the cell has finished
             page.wait_for_function(
                 "() => (document.querySelector('.lessons-live-panel table.lessons-runs')?.rows.length || 0) >= 2",
@@ -154,6 +160,43 @@ def test_live_panel_in_jupyterlab(lab, tmp_path):
             page.screenshot(path=str(ARTIFACTS / "panel_after_stop.png"), full_page=True)
         except Exception:
             page.screenshot(path=str(ARTIFACTS / "panel_failure.png"), full_page=True)
+            raise
+        finally:
+            ctx.close()
+
+
+def test_parallel_panel_starts_processes_from_jupyterlab(lab, tmp_path):
+    """Lesson 10's panel: a click in the browser makes the kernel start training processes (forkserver, gloo on
+    127.0.0.1) and the results come back into the widget."""
+    import nbformat
+
+    base, token, work = lab
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("from lessons_lib import parallel as par\npanel = par.make_panel()\npanel")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, work / "notebooks" / "scratch_parallel.ipynb")
+    ARTIFACTS.mkdir(exist_ok=True)
+    with playwright.sync_playwright() as pw:
+        ctx = pw.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=FLAGS,
+            viewport={"width": 1400, "height": 1600})
+        page = ctx.pages[0] if ctx.pages else ctx.new_page()
+        try:
+            panel = _run_all(page, f"{base}/lab/tree/notebooks/scratch_parallel.ipynb?token={token}")
+            panel.get_by_role("button", name="async (Hogwild)").click()
+            panel.get_by_role("button", name="sparse (LSH 5%)").click()
+            panel.get_by_role("button", name="Run").click()
+            page.wait_for_function(
+                "() => (document.querySelector('.lessons-live-panel table.lessons-runs')?.rows.length || 0) >= 2",
+                timeout=120_000)
+            table = _panel_text(page, "table.lessons-runs")
+            assert "mode=hogwild" in table and "update=sparse" in table and "processes=" in table, table
+            readout = panel.locator(".lessons-readout").inner_text()
+            assert "run 1 done" in readout and "ms/step" in readout, readout
+            assert 'class="series"' in _panel_text(page, ".lessons-acc-chart svg")  # curves were drawn
+            page.screenshot(path=str(ARTIFACTS / "parallel_panel_after_run.png"), full_page=True)
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "parallel_panel_failure.png"), full_page=True)
             raise
         finally:
             ctx.close()

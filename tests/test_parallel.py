@@ -1,0 +1,277 @@
+"""Lesson 10: bytes of dense/sparse gradients, DDP equivalence, shared Hogwild parameters, and the failures
+(oversubscription, port in use, a dying process, bad input). Launches use real processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import replace
+
+import pytest
+import torch
+
+from lessons_lib import parallel as par
+from lessons_lib.callbacks import Callback
+from lessons_lib.data import load
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.device_count() >= 2 else [])  # NCCL needs a GPU per process
+SMALL = par.RunConfig(processes=2, epochs=1, width=200, seed=0)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load("mnist1d", seed=0)
+
+
+def _loss_backward(net, x, y):
+    net.zero_grad()
+    torch.nn.functional.cross_entropy(net(x), y).backward()
+
+
+# --- the network and its gradient bytes ---------------------------------------------------------
+def test_dense_gradient_bytes_match_formula(data):
+    net = par.UnitMajorNet(40, 1000, 10, update="dense", seed=0)
+    _loss_backward(net, data.x_train[:32], data.y_train[:32])
+    assert par.gradient_bytes(net) == par.dense_sync_bytes(40, 1000, 10) == 204_040
+    assert not net.hidden.weight.grad.is_sparse
+
+
+@pytest.mark.parametrize("batch", [1, 4, 32])
+def test_sparse_gradient_touches_only_selected_rows(data, batch):
+    net = par.UnitMajorNet(40, 1000, 10, update="sparse", active_fraction=0.05, seed=3)
+    x, y = data.x_train[:batch], data.y_train[:batch]
+    _loss_backward(net, x, y)
+    g = net.hidden.weight.grad
+    assert g.is_sparse
+    rows = g.coalesce().indices()[0]
+    assert len(rows) == net.last_units
+    assert 50 <= net.last_units <= min(1000, 50 * batch)  # the union of per-example top-50 sets
+    assert par.gradient_bytes(net) == par.sparse_sync_bytes(40, net.last_units, 10)
+    # equal to a dense network restricted to those rows
+    dense = par.UnitMajorNet(40, 1000, 10, update="dense", seed=3)
+    dense.load_state_dict(net.state_dict())
+    mask = torch.zeros(1000, 1)
+    mask[rows] = 1
+    with torch.no_grad():
+        dense.hidden.weight.mul_(mask)  # units outside the set output relu(0) = 0, as in the sparse net
+    _loss_backward(dense, x, y)
+    assert torch.allclose(g.to_dense()[rows], dense.hidden.weight.grad[rows], atol=1e-6)
+
+
+def test_sparse_sgd_step_changes_only_touched_rows(data):
+    net = par.UnitMajorNet(40, 1000, 10, update="sparse", seed=1)
+    before = net.hidden.weight.detach().clone()
+    _loss_backward(net, data.x_train[:1], data.y_train[:1])
+    torch.optim.SGD(net.parameters(), lr=0.1).step()
+    changed = (net.hidden.weight.detach() != before).any(1).nonzero().flatten()
+    assert set(changed.tolist()) <= set(net.hidden.weight.grad.coalesce().indices()[0].tolist())
+    assert 0 < len(changed) <= 50
+
+
+def test_model_rejects_bad_input():
+    with pytest.raises(ValueError, match="update must be"):
+        par.UnitMajorNet(4, 8, 2, update="half")
+    with pytest.raises(ValueError, match=r"expects \(batch, 4\)"):
+        par.UnitMajorNet(4, 8, 2)(torch.zeros(3, 5))
+
+
+def test_attach_parameters_shares_storage_and_checks_shapes():
+    a = par.UnitMajorNet(4, 8, 2, seed=0)
+    b = par.UnitMajorNet(4, 8, 2, seed=1)
+    shared = par.share_parameters(a)
+    par.attach_parameters(b, shared)
+    with torch.no_grad():
+        a.out_bias.add_(1.0)
+    assert torch.equal(a.out_bias, b.out_bias)
+    with pytest.raises(ValueError, match="same RunConfig"):
+        par.attach_parameters(par.UnitMajorNet(4, 9, 2), shared)
+
+
+# --- bad input ------------------------------------------------------------------------------------
+def test_check_processes():
+    with pytest.raises(ValueError, match=">= 1"):
+        par.check_processes(0)
+    with pytest.raises(ValueError, match=">= 1"):
+        par.check_processes(1.5)  # type: ignore[arg-type]
+    with pytest.warns(par.OversubscribedWarning, match="cores"):
+        assert par.check_processes(par.cpu_cores() + 1) == par.cpu_cores() + 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        par.check_processes(1)
+    if torch.cuda.device_count() < 64:
+        with pytest.raises(ValueError, match="GPUs"):
+            par.check_processes(64, "cuda")
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="mode must be"):
+        replace(SMALL, mode="async").validate()
+    with pytest.raises(ValueError, match="batch_size >= processes"):
+        replace(SMALL, batch_size=1).validate()
+    with pytest.raises(ValueError, match="device='cpu'"):
+        replace(SMALL, mode="hogwild", device="cuda").validate()
+    with pytest.raises(ValueError, match="no sparse all-reduce"):
+        replace(SMALL, device="cuda", update="sparse", processes=torch.cuda.device_count() or 1).validate()
+    with pytest.raises(ValueError, match="Apple GPUs"):
+        replace(SMALL, device="mps", processes=1).validate()
+    with pytest.raises(ValueError, match="timeout_s"):
+        replace(SMALL, timeout_s=0).validate()
+
+
+def test_port_in_use_is_refused_with_the_fix():
+    with socket.socket() as s:
+        s.bind((par.HOST, 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pytest.raises(par.PortInUseError, match="port=None"):
+            par.resolve_port(port)
+        t0 = time.perf_counter()
+        with pytest.raises(par.PortInUseError):
+            par.launch(SMALL, port=port)
+        assert time.perf_counter() - t0 < 5  # refused before any process starts
+    free = par.resolve_port(None)
+    assert par.resolve_port(free) == free
+    with pytest.raises(ValueError, match="1..65535"):
+        par.resolve_port(70000)
+
+
+# --- real processes -------------------------------------------------------------------------------
+@pytest.mark.parametrize("device", DEVICES)
+def test_ddp_equals_one_process_on_the_whole_batch(device):
+    cfg = replace(SMALL, epochs=2, batch_size=32, device=device)
+    one = par.launch(replace(cfg, processes=1))
+    two = par.launch(cfg)
+    assert len(one.history) == len(two.history) == 2
+    assert abs(one.history.val_loss[-1] - two.history.val_loss[-1]) < 1e-4
+    assert one.history.val_loss[-1] < one.history.val_loss[0] or one.history.val_acc[-1] > 0.15  # it trains
+    steps = len(load("mnist1d", seed=0).y_train) // 32 * 2
+    assert [r.steps for r in two.ranks] == [steps, steps]
+    assert [r.examples for r in two.ranks] == [steps * 16, steps * 16]  # each rank computes half of each batch
+    assert two.sync_bytes_per_step == par.dense_sync_bytes(40, 200, 10)
+    assert 0 < two.ranks[0].comm_seconds < two.ranks[0].train_seconds
+
+
+def test_ddp_sparse_syncs_fewer_bytes():
+    cfg = replace(SMALL, batch_size=4, update="sparse", width=1000)
+    r = par.launch(cfg)
+    assert r.units_per_step < 1000
+    assert r.sync_bytes_per_step < par.dense_sync_bytes(40, 1000, 10)
+    # per rank and step: what the hook counted is the sparse gradient of the units that rank touched
+    assert r.sync_bytes_per_step >= par.sparse_sync_bytes(40, 50, 10)
+
+
+def test_hogwild_writes_into_shared_parameters_and_independent_does_not(data):
+    hog = par.launch(replace(SMALL, mode="hogwild", batch_size=8, lr=0.05))
+    ind = par.launch(replace(SMALL, mode="independent", batch_size=8, lr=0.05))
+    untrained = par.evaluate(par.build_model(SMALL, data), data.x_test, data.y_test)[1]
+    assert hog.test_acc > untrained + 0.05  # the main process's copy learned from both workers
+    assert sum(r.examples for r in hog.ranks) == len(data.y_train) // 8 * 8
+    assert hog.sync_bytes_per_step == par.dense_sync_bytes(40, 200, 10)
+    assert ind.sync_bytes_per_step == 0 and ind.comm_fraction == 0
+
+
+def test_a_dying_process_ends_the_run_with_a_clear_error():
+    t0 = time.perf_counter()
+    with pytest.raises(par.WorkerError, match=r"process 1 of 2 exited with code 3.*stopped"):
+        par.launch(replace(SMALL, epochs=5, crash_rank=1, crash_step=5, timeout_s=20))
+    assert time.perf_counter() - t0 < 20  # no hang: well under the collective timeout
+
+
+def test_an_exception_in_a_process_is_reported():
+    with pytest.raises(par.WorkerError, match="process 1 of 2 raised RuntimeError: simulated failure of rank 1"):
+        par.launch(replace(SMALL, crash_rank=1, crash_step=3, crash_kind="raise"))
+
+
+def test_oversubscription_warns_and_runs():
+    with pytest.warns(par.OversubscribedWarning):
+        r = par.launch(replace(SMALL, mode="hogwild", processes=par.cpu_cores() + 1, batch_size=16))
+    assert len(r.ranks) == par.cpu_cores() + 1
+
+
+class _StopAfterFirstEpoch(Callback):
+    def __init__(self):
+        self.epochs_seen = 0
+        self.steps_seen = 0
+
+    def on_batch_end(self, state):
+        self.steps_seen = state.step
+
+    def on_epoch_end(self, state):
+        self.epochs_seen += 1
+        state.stop_training = True
+        state.stop_reason = "enough"
+
+
+@pytest.mark.parametrize("mode", ["ddp", "hogwild"])
+def test_callbacks_see_progress_and_can_stop(mode):
+    cb = _StopAfterFirstEpoch()
+    r = par.launch(replace(SMALL, mode=mode, epochs=20, batch_size=16), callbacks=[cb])
+    assert cb.steps_seen > 0
+    assert len(r.history) < 20 and cb.epochs_seen == len(r.history)
+    assert r.history.stop_reason == "enough"
+
+
+def test_torchrun_runs_the_same_script():
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                          "-m", "lessons_lib.parallel", "--epochs", "1", "--width", "200"],
+                         capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "rank 0/2: 50 steps" in out.stdout and "rank 1/2: 50 steps" in out.stdout
+    assert "test accuracy" in out.stdout
+
+
+def test_claims_and_table_from_fake_runs():
+    """The claims read the right runs (checked on hand-made results, no processes)."""
+    from lessons_lib.training import History
+
+    def fake(mode, update, n, batch, examples_per_s, comm, acc, units=1000, kb=204.0):
+        h = History()
+        h.append({"epoch": 0, "train_loss": 1, "train_acc": 0.5, "val_loss": 1.0, "val_acc": acc, "seconds": 1,
+                  "samples_per_s": 1, "step_seconds": 1})
+        cfg = par.RunConfig(mode=mode, update=update, processes=n, batch_size=batch)
+        ranks = [par.RankStats(i, steps=100, examples=int(examples_per_s / n), train_seconds=1.0, comm_seconds=comm,
+                               sync_bytes=int(kb * 1e3 * 100), units=units * 100) for i in range(n)]
+        return par.ParallelResult(cfg, h, ranks, test_acc=acc)
+
+    ddp = [fake("ddp", "dense", 1, 64, 100, 0.1, 0.5), fake("ddp", "dense", 2, 64, 80, 0.5, 0.5),
+           fake("ddp", "dense", 1, 512, 100, 0.05, 0.4), fake("ddp", "dense", 2, 512, 150, 0.2, 0.4),
+           fake("ddp", "dense", 2, 16, 50, 0.5, 0.4), fake("ddp", "sparse", 2, 16, 20, 0.8, 0.3, units=300, kb=70)]
+    hog = [fake("hogwild", "dense", 1, 1, 100, 0, 0.4), fake("hogwild", "dense", 2, 1, 150, 0, 0.4),
+           fake("hogwild", "sparse", 1, 1, 50, 0, 0.25), fake("hogwild", "sparse", 2, 1, 95, 0, 0.25),
+           fake("independent", "dense", 2, 1, 190, 0, 0.3)]
+    assert par.speedup(ddp, "ddp", "dense", 2, 64) == pytest.approx(0.8)
+    assert par.speedup(hog, "independent", "dense", 2) == pytest.approx(1.9)
+    c = par.claims_table(ddp, hog)
+    def verdicts(start):
+        (row,) = [r for r in c.rows if r.claim.startswith(start)]
+        return row.holds
+
+    assert verdicts("Synchronizing gradients is costly") is True  # 50% of the time
+    assert verdicts("DDP trains faster with 2 processes than with 1") is False  # 0.8x at batch 64
+    assert verdicts("Lock-free asynchronous (Hogwild) sparse updates: near-linear speed-up") is True  # 1.9x
+    assert verdicts("Lock-free asynchronous (Hogwild) dense updates: near-linear speed-up") is False  # 1.5x
+    assert verdicts("Sparse updates scale better than dense ones") is True
+    assert verdicts("…and so the time spent synchronizing") is False  # 0.8 s sparse vs 0.5 s dense
+    assert "mode" in par.results_table(ddp).splitlines()[0]
+    with pytest.raises(KeyError, match="no run"):
+        par.pick(ddp, "hogwild", "dense", 3)
+
+
+def test_exercise_checks(capsys):
+    assert par.check_examples_per_process(16)
+    assert not par.check_examples_per_process(64)
+    assert par.check_dense_bytes(204_040)
+    assert par.check_sparse_bytes(50 * 172 + 50 * 48 + 40)
+    assert not par.check_sparse_bytes(11_000)
+    capsys.readouterr()
+
+
+def test_hogwild_history_reports_the_summed_speed():
+    r = par.launch(replace(SMALL, mode="hogwild", epochs=2, batch_size=16))
+    for e in range(2):
+        per_rank = [x.epoch_rates[e] for x in r.ranks]
+        assert r.history.samples_per_s[e] == pytest.approx(sum(per_rank))
+        assert r.history.samples_per_s[e] > max(per_rank)
