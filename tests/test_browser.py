@@ -11,6 +11,7 @@ in CI (CI=true), where it must run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -85,6 +86,19 @@ def lab(tmp_path_factory):
     log.close()
 
 
+@contextlib.contextmanager
+def _browser(tmp_path, height: int):
+    """Debian's chromium with a fresh profile (launch() refuses a user-data dir); yields (context, page)."""
+    with playwright.sync_playwright() as pw:
+        ctx = pw.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=FLAGS,
+            viewport={"width": 1400, "height": height})
+        try:
+            yield ctx, (ctx.pages[0] if ctx.pages else ctx.new_page())
+        finally:
+            ctx.close()
+
+
 def _run_all(page, url: str):
     """Open ``url`` in JupyterLab, Run All once the kernel is connected, return the rendered panel's locator."""
     page.goto(url, timeout=60_000)
@@ -104,11 +118,7 @@ def _panel_text(page, selector: str) -> str:
 def test_live_panel_in_jupyterlab(lab, tmp_path):
     base, token, work = lab
     ARTIFACTS.mkdir(exist_ok=True)
-    with playwright.sync_playwright() as pw:
-        ctx = pw.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=FLAGS,
-            viewport={"width": 1400, "height": 2400})
-        page = ctx.pages[0] if ctx.pages else ctx.new_page()
+    with _browser(tmp_path, height=2400) as (_ctx, page):
         try:
             panel = _run_all(page, f"{base}/lab/tree/notebooks/{NOTEBOOK}?token={token}")
             # the notebook's own panel.run() leaves one row once the cell has finished
@@ -161,8 +171,6 @@ def test_live_panel_in_jupyterlab(lab, tmp_path):
         except Exception:
             page.screenshot(path=str(ARTIFACTS / "panel_failure.png"), full_page=True)
             raise
-        finally:
-            ctx.close()
 
 
 def test_parallel_panel_starts_processes_from_jupyterlab(lab, tmp_path):
@@ -176,11 +184,7 @@ def test_parallel_panel_starts_processes_from_jupyterlab(lab, tmp_path):
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, work / "notebooks" / "scratch_parallel.ipynb")
     ARTIFACTS.mkdir(exist_ok=True)
-    with playwright.sync_playwright() as pw:
-        ctx = pw.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=FLAGS,
-            viewport={"width": 1400, "height": 1600})
-        page = ctx.pages[0] if ctx.pages else ctx.new_page()
+    with _browser(tmp_path, height=1600) as (_ctx, page):
         try:
             panel = _run_all(page, f"{base}/lab/tree/notebooks/scratch_parallel.ipynb?token={token}")
             panel.get_by_role("button", name="async (Hogwild)").click()
@@ -198,5 +202,3 @@ def test_parallel_panel_starts_processes_from_jupyterlab(lab, tmp_path):
         except Exception:
             page.screenshot(path=str(ARTIFACTS / "parallel_panel_failure.png"), full_page=True)
             raise
-        finally:
-            ctx.close()
