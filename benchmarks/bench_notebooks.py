@@ -7,6 +7,7 @@ Writes ``notebooks/timings.json`` (read by the course map) through a temporary f
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import threading
@@ -74,7 +75,14 @@ def run_notebook(path: Path) -> tuple[float, float]:
     return seconds, peak[0] / 1e9
 
 
-def main(paths: list[str]) -> int:
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(description="Run notebooks in a fresh kernel each; print seconds and peak memory "
+                                 "(PSS over the kernel's process tree) and update notebooks/timings.json.")
+    ap.add_argument("notebooks", nargs="*", help="notebook paths (default: every lesson notebook)")
+    paths = ap.parse_args(argv).notebooks
+    missing = [p for p in paths if not Path(p).is_file()]
+    if missing:
+        ap.error(f"no such notebook: {', '.join(missing)} (give paths like notebooks/03_dropout.ipynb)")
     nbs = [Path(p) for p in paths] or sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     results, bad = {}, 0
     print(f"{'notebook':<34} {'seconds':>8} {'peak GB':>8}  verdict")

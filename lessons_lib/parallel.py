@@ -35,9 +35,11 @@ import math
 import os
 import queue as queue_mod
 import re
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Sequence
@@ -58,6 +60,7 @@ from .training import History, evaluate
 
 MODES = ("ddp", "hogwild", "independent")
 UPDATES = ("dense", "sparse")
+SWEEP_TIMEOUT_S = 15.0  # the lesson's runs take 1-3 s: 15 s of silence means a hung run, to be started again
 HOST = "127.0.0.1"
 
 
@@ -210,10 +213,12 @@ def sparse_sync_bytes(n_in: int, rows: int, n_out: int) -> int:
 # --- configuration and results ------------------------------------------------------------------------
 @dataclass(frozen=True)
 class RunConfig:
-    """One parallel run. ``lr`` is plain SGD's step size. ``timeout_s`` bounds every collective (a peer that
-    stops answering ends the run with an error after that long) and, times 4, the whole run.
-    ``crash_rank``/``crash_step``/``crash_kind``: make that rank exit abruptly (or raise) at that step (the
-    lesson's failure demo)."""
+    """One parallel run. ``lr`` is plain SGD's step size. ``timeout_s``: a run whose processes all fall silent
+    that long is stopped as hung (the launcher shows where each process was); every collective gives up after
+    twice that (a peer that stops answering ends a torchrun job with an error); the whole run is bounded by
+    ``(4 + epochs) * timeout_s``.
+    ``crash_rank``/``crash_step``/``crash_kind``: make that rank exit abruptly (or raise, or hang) at that step
+    (the lesson's failure demo)."""
 
     mode: str = "ddp"
     update: str = "dense"
@@ -230,7 +235,7 @@ class RunConfig:
     train_examples: int | None = None  # train on the first n training examples only (None: all)
     crash_rank: int | None = None
     crash_step: int = 0
-    crash_kind: str = "exit"  # "exit": vanish with exit code 3; "raise": raise a RuntimeError
+    crash_kind: str = "exit"  # "exit": vanish with exit code 3; "raise": raise a RuntimeError; "hang": stop
 
     def n_train(self, data: Splits) -> int:
         """Training examples an epoch uses."""
@@ -255,6 +260,8 @@ class RunConfig:
             raise ValueError("NCCL has no sparse all-reduce: use device='cpu' (gloo) for sparse updates")
         if self.train_examples is not None and self.train_examples < self.batch_size:
             raise ValueError(f"train_examples={self.train_examples} is less than one batch ({self.batch_size})")
+        if self.crash_kind not in ("exit", "raise", "hang"):
+            raise ValueError(f"crash_kind must be 'exit', 'raise' or 'hang', got {self.crash_kind!r}")
         if self.timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {self.timeout_s}")
         check_processes(self.processes, self.device)
@@ -421,6 +428,8 @@ def _crash_if_asked(cfg: RunConfig, rank: int, step: int) -> None:
     if cfg.crash_rank == rank and step >= cfg.crash_step:
         if cfg.crash_kind == "raise":
             raise RuntimeError(f"simulated failure of rank {rank} at step {step}")
+        if cfg.crash_kind == "hang":
+            time.sleep(10**6)  # stuck, like a process waiting for something that never comes
         os._exit(3)  # abrupt: no exception, no clean-up, like a killed process
 
 
@@ -440,8 +449,10 @@ def ddp_worker(rank: int, cfg: RunConfig, init_method: str, q=None, stop=None) -
     dev = torch.device(f"cuda:{rank}") if cuda else torch.device(cfg.device)
     if cuda:
         torch.cuda.set_device(dev)
+    # 2x: the launcher's silence watch (timeout_s) fires first and can still ask the stuck process for its stack;
+    # under torchrun, with no such watch, this timeout is what ends a hung job
     dist.init_process_group("nccl" if cuda else "gloo", init_method=init_method, rank=rank, world_size=world,
-                            timeout=datetime.timedelta(seconds=cfg.timeout_s))
+                            timeout=datetime.timedelta(seconds=2 * cfg.timeout_s))
     try:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -490,7 +501,19 @@ def ddp_worker(rank: int, cfg: RunConfig, init_method: str, q=None, stop=None) -
         dist.destroy_process_group()
 
 
-def _ddp_entry(rank: int, cfg: RunConfig, port: int, q, stop) -> None:
+def _arm_stack_dump(dump_dir: str | None, rank: int) -> None:
+    """On SIGUSR1, write every thread's Python stack to ``dump_dir/rank<rank>.txt`` (the launcher asks for it
+    when a run hangs, and shows it: a notebook never sees a child process's stderr)."""
+    if dump_dir is None or not hasattr(signal, "SIGUSR1"):
+        return
+    import faulthandler
+
+    f = open(os.path.join(dump_dir, f"rank{rank}.txt"), "w")  # noqa: SIM115 -- open for the process's life
+    faulthandler.register(signal.SIGUSR1, file=f, all_threads=True)
+
+
+def _ddp_entry(rank: int, cfg: RunConfig, port: int, q, stop, dump_dir: str | None = None) -> None:
+    _arm_stack_dump(dump_dir, rank)
     try:
         ddp_worker(rank, cfg, f"tcp://{HOST}:{port}", q, stop)
     except BaseException as e:  # tell the launcher first (with the time), then fail as usual
@@ -559,7 +582,9 @@ def hogwild_worker(rank: int, cfg: RunConfig, shared: dict[str, torch.Tensor], q
     return stats
 
 
-def _hogwild_entry(rank: int, cfg: RunConfig, shared: dict[str, torch.Tensor], q, stop, start) -> None:
+def _hogwild_entry(rank: int, cfg: RunConfig, shared: dict[str, torch.Tensor], q, stop, start,
+                   dump_dir: str | None = None) -> None:
+    _arm_stack_dump(dump_dir, rank)
     try:
         hogwild_worker(rank, cfg, shared, q, stop, start)
     except BaseException as e:
@@ -610,6 +635,51 @@ def _failure_message(pc, errors: list[dict], n: int, elapsed: float) -> str:
             + ". Fix the failing process (its traceback is printed above), or run with processes=1 to debug.")
 
 
+def _describe_message(msg: dict) -> str:
+    kind = msg["kind"]
+    if kind == "step":
+        return f"training (epoch {msg['epoch']}, step {msg['step']})"
+    return {"ready": "ready to train", "epoch": f"finished epoch {msg.get('logs', {}).get('epoch')}",
+            "test": "evaluated the test set", "stats": "finished", "error": "raised an error"}.get(kind, kind)
+
+
+def _where_stuck(dump: str) -> str:
+    """Where a faulthandler dump's current thread is: its innermost frame and, if that is not in the course's
+    code, the innermost frame that is (``func (file:line)``)."""
+    block = dump.split("Current thread", 1)[-1]
+    frames = re.findall(r'File "([^"]+)", line (\d+) in (\S+)', block)
+    if not frames:
+        return "no stack"
+
+    def fmt(frame: tuple[str, str, str]) -> str:
+        return f"{frame[2]} ({os.path.basename(frame[0])}:{frame[1]})"
+
+    ours = next((f for f in frames if os.sep + "lessons_lib" + os.sep in f[0]), None)
+    return fmt(frames[0]) + (f" called from {fmt(ours)}" if ours not in (None, frames[0]) else "")
+
+
+def _hang_message(pc, dump_dir: str, last_said: dict[int, str], silent: float, elapsed: float) -> str:
+    """Ask every live process for its stack (SIGUSR1, see :func:`_arm_stack_dump`), print the stacks, and say
+    which process was where."""
+    alive = [i for i, p in enumerate(pc.processes) if p.is_alive()]
+    if hasattr(signal, "SIGUSR1"):
+        for i in alive:
+            os.kill(pc.processes[i].pid, signal.SIGUSR1)
+        time.sleep(0.5)
+    where = []
+    for i, p in enumerate(pc.processes):
+        path = os.path.join(dump_dir, f"rank{i}.txt")
+        dump = open(path).read() if os.path.exists(path) else ""
+        if dump:
+            print(f"--- stack of process {i} ---\n{dump}", file=sys.stderr)
+        state = f"stuck in {_where_stuck(dump)}" if i in alive and dump else (
+            "alive" if i in alive else _describe_exit(p.exitcode))
+        where.append(f"process {i}: last said {last_said.get(i, 'nothing')!r}, {state}")
+    return (f"the run hung: no process reported anything for {silent:.0f} s (after {elapsed:.1f} s) and it was "
+            f"stopped; {'; '.join(where)}. If it happens again, run with processes=1 to debug, or raise "
+            "timeout_s if a step really takes that long.")
+
+
 def start_method() -> str:
     """"forkserver" where the OS has it (Linux, macOS): one clean server process imports torch, this module
     and what DDP needs once, and every training process is forked from it in a fraction of a second. "spawn" elsewhere
@@ -629,22 +699,23 @@ def launch(cfg: RunConfig, *, callbacks: Sequence[Callback] = (), port: int | No
     callback that sets ``stop_training`` ends the run at the next epoch end for ddp, next step for hogwild).
 
     Failures end the run, never hang it: a process that dies or raises stops the others and raises
-    :class:`WorkerError` naming the rank; every collective has ``cfg.timeout_s``; the whole run is bounded by
-    ``4 * cfg.timeout_s`` plus ``epochs * timeout_s``.
+    :class:`WorkerError` naming the rank; a run silent for ``cfg.timeout_s`` is stopped as hung, with each
+    process's stack printed and where it was stuck named; the whole run is bounded by ``(4 + epochs) * timeout_s``.
     """
     cfg = cfg.validate()
     data = load(cfg.dataset, seed=cfg.seed)  # create the cache once here, not N times in parallel
     ctx = mp.get_context(start_method())
     q = ctx.Queue()
     stop = ctx.Event()
+    dump_dir = tempfile.mkdtemp(prefix="lessons_parallel_")  # where a hung process writes its stack
     if cfg.mode == "ddp":
         port = resolve_port(port)
-        args: tuple = (cfg, port, q, stop)
+        args: tuple = (cfg, port, q, stop, dump_dir)
         entry = _ddp_entry
         model = None
     else:
         model = build_model(cfg, data)
-        args = (cfg, share_parameters(model), q, stop, ctx.Barrier(cfg.processes))
+        args = (cfg, share_parameters(model), q, stop, ctx.Barrier(cfg.processes), dump_dir)
         entry = _hogwild_entry
     history = History(config={k: v for k, v in asdict(cfg).items() if not k.startswith("crash")},
                       device=cfg.device)
@@ -656,16 +727,21 @@ def launch(cfg: RunConfig, *, callbacks: Sequence[Callback] = (), port: int | No
     errors: list[dict] = []
     t0 = time.perf_counter()
     deadline = t0 + cfg.timeout_s * (4 + cfg.epochs)
+    heard_at = t0  # when a process last reported anything
+    last_said: dict[int, str] = {}  # rank -> what it last reported
     for cb in callbacks:
         cb.on_train_begin(state)
 
     def drain() -> None:
+        nonlocal heard_at
         while True:
             try:
                 msg = q.get_nowait()
             except queue_mod.Empty:
                 return
             kind = msg["kind"]
+            heard_at = time.perf_counter()
+            last_said[msg.get("rank", msg.get("stats", {}).get("rank", 0))] = _describe_message(msg)
             if kind == "step":
                 state.epoch, state.step = msg["epoch"], msg["step"]
                 for cb in callbacks:
@@ -699,7 +775,12 @@ def launch(cfg: RunConfig, *, callbacks: Sequence[Callback] = (), port: int | No
                     p.join(timeout=5)
                 drain()
                 raise WorkerError(_failure_message(pc, errors, cfg.processes, elapsed)) from None
-            if time.perf_counter() > deadline:
+            now = time.perf_counter()
+            if now - heard_at > cfg.timeout_s:
+                drain()  # a last look: something may have arrived since the top of the loop
+            if now - heard_at > cfg.timeout_s:
+                raise WorkerError(_hang_message(pc, dump_dir, last_said, now - heard_at, now - t0))
+            if now > deadline:
                 raise WorkerError(f"the run took longer than {deadline - t0:.0f} s and was stopped: raise "
                                   "timeout_s, or lower epochs / processes")
         drain()
@@ -709,6 +790,7 @@ def launch(cfg: RunConfig, *, callbacks: Sequence[Callback] = (), port: int | No
                 p.terminate()
         for p in pc.processes:
             p.join(timeout=5)
+        shutil.rmtree(dump_dir, ignore_errors=True)
         q.close()
         result.wall_seconds = time.perf_counter() - t0
         history.stop_reason = state.stop_reason
@@ -727,16 +809,33 @@ def launch(cfg: RunConfig, *, callbacks: Sequence[Callback] = (), port: int | No
     return result
 
 
-def sweep(configs: Sequence[RunConfig], repeats: int = 1, progress: bool = True) -> list[ParallelResult]:
+def launch_with_restarts(cfg: RunConfig, restarts: int = 1) -> ParallelResult:
+    """:func:`launch`, started again (at most ``restarts`` times) when it fails, saying so — what
+    ``torchrun --max-restarts`` does for a job whose process died or hung. A run that fails every time raises
+    the last :class:`WorkerError`."""
+    for attempt in range(restarts + 1):
+        try:
+            return launch(cfg)
+        except WorkerError as e:
+            if attempt == restarts:
+                raise
+            print(f"{cfg.mode} {cfg.update} x{cfg.processes} batch {cfg.batch_size} failed: {e}\n"
+                  f"-> starting it again (restart {attempt + 1} of {restarts})", file=sys.stderr)
+    raise AssertionError("unreachable")
+
+
+def sweep(configs: Sequence[RunConfig], repeats: int = 1, progress: bool = True,
+          restarts: int = 1) -> list[ParallelResult]:
     """Launch each config ``repeats`` times, the configs interleaved (1, 2, …, 1, 2, …) so that a slow spell of
     the machine does not land on one config only; keep each config's fastest run (highest examples/s), the
-    usual estimator for "what this code can do here". One line of progress per config."""
+    usual estimator for "what this code can do here". One line of progress per config. A failed run is
+    started again up to ``restarts`` times (see :func:`launch_with_restarts`)."""
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     best: list[ParallelResult | None] = [None] * len(configs)
     for _ in range(repeats):
         for i, cfg in enumerate(configs):
-            r = launch(cfg)
+            r = launch_with_restarts(cfg, restarts)
             if best[i] is None or r.throughput > best[i].throughput:
                 best[i] = r
     out = [r for r in best if r is not None]
@@ -752,7 +851,7 @@ def ddp_configs(processes: int = 2, seed: int | None = None) -> list[RunConfig]:
     """The lesson's DDP runs: dense at a small (64) and a large (512) global batch with 1 and ``processes``
     processes, and dense vs sparse at a global batch of 16 (where hashing keeps fewer units) with ``processes``,
     one epoch (enough to measure bytes and time per step)."""
-    base = RunConfig(mode="ddp", seed=get_seed() if seed is None else seed, epochs=3)
+    base = RunConfig(mode="ddp", seed=get_seed() if seed is None else seed, epochs=3, timeout_s=SWEEP_TIMEOUT_S)
     runs = [replace(base, batch_size=b, processes=n, lr=0.05 * b / 64) for b in (64, 512) for n in (1, processes)]
     return runs + [replace(base, batch_size=16, lr=0.05, update=u, processes=processes, epochs=1) for u in UPDATES]
 
@@ -762,7 +861,7 @@ def hogwild_configs(processes: int = 2, seed: int | None = None) -> list[RunConf
     1,600 training examples: Hogwild dense and sparse with 1 and ``processes`` processes, and the independent
     control."""
     base = RunConfig(mode="hogwild", seed=get_seed() if seed is None else seed, epochs=1, batch_size=1, lr=0.01,
-                     train_examples=1600)
+                     train_examples=1600, timeout_s=SWEEP_TIMEOUT_S)
     runs = [replace(base, update=u, processes=n) for u in UPDATES for n in (1, processes)]
     return runs + [replace(base, mode="independent", processes=processes)]
 

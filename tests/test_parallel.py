@@ -185,6 +185,35 @@ def test_an_exception_in_a_process_is_reported():
         par.launch(replace(SMALL, crash_rank=1, crash_step=3, crash_kind="raise"))
 
 
+@pytest.mark.parametrize("mode", ["hogwild", "ddp"])
+def test_a_hung_process_is_found_and_its_stack_named(mode):
+    t0 = time.perf_counter()
+    with pytest.raises(par.WorkerError, match=r"the run hung.*process 0: last said '[^']*', "
+                                              r"stuck in _crash_if_asked \(parallel\.py:\d+\)"):
+        par.launch(replace(SMALL, mode=mode, epochs=50, batch_size=16, crash_rank=0, crash_step=5,
+                           crash_kind="hang", timeout_s=8))
+    assert time.perf_counter() - t0 < 20  # one timeout_s of silence, not the whole-run deadline (58 x 8 s)
+
+
+def test_sweep_starts_a_failed_run_again_and_says_so(capsys, monkeypatch):
+    calls = []
+    real = par.launch
+
+    def fails_once(cfg, **kw):
+        calls.append(cfg)
+        if len(calls) == 1:
+            return real(replace(cfg, crash_rank=1, crash_step=2, crash_kind="raise"), **kw)
+        return real(cfg, **kw)
+
+    monkeypatch.setattr(par, "launch", fails_once)
+    (r,) = par.sweep([replace(SMALL, epochs=1)], progress=False)
+    assert len(calls) == 2 and len(r.ranks) == 2
+    assert "simulated failure of rank 1" in capsys.readouterr().err
+    calls.clear()
+    with pytest.raises(par.WorkerError):
+        par.sweep([replace(SMALL, epochs=1)], progress=False, restarts=0)
+
+
 def test_oversubscription_warns_and_runs():
     with pytest.warns(par.OversubscribedWarning):
         r = par.launch(replace(SMALL, mode="hogwild", processes=par.cpu_cores() + 1, batch_size=16))
