@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import gc
 import math
 import os
 import queue as queue_mod
@@ -454,51 +455,66 @@ def ddp_worker(rank: int, cfg: RunConfig, init_method: str, q=None, stop=None) -
     dist.init_process_group("nccl" if cuda else "gloo", init_method=init_method, rank=rank, world_size=world,
                             timeout=datetime.timedelta(seconds=2 * cfg.timeout_s))
     try:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        data = load(cfg.dataset, seed=cfg.seed).to(dev)
-        model = build_model(cfg, data).to(dev)
-        ddp = DDP(model, device_ids=[rank] if cuda else None)
-        meter = _SyncMeter()
-        ddp.register_comm_hook(meter, _timed_allreduce)
-        opt = torch.optim.SGD(ddp.parameters(), lr=cfg.lr)
-        stats = RankStats(rank)
-        _report(q, {"kind": "ready", "rank": rank})
-        for epoch in range(cfg.epochs):
-            sums = torch.zeros(4, dtype=torch.float64)
-            seconds = 0.0
-            steps = 0
-            comm0 = meter.seconds
-            for gb in global_batches(cfg.n_train(data), cfg.batch_size, epoch, cfg.seed):
-                _crash_if_asked(cfg, rank, stats.steps + steps)
-                mine = gb[rank::world].to(dev)
-                xb, yb = data.x_train[mine], data.y_train[mine]
-                seconds += _train_step(ddp, opt, xb, yb, sums, dev)  # DDP all-reduces in backward()
-                steps += 1
-                stats.units += model.last_units
-                _progress(q, rank, epoch, stats.steps + steps)
-            stats.steps += steps
-            stats.examples += int(sums[2])
-            stats.train_seconds += seconds
-            stats.comm_seconds = meter.seconds
-            stats.sync_bytes = meter.bytes
-            # one small all-reduce per epoch: the epoch's train metrics over all ranks, and whether to stop
-            sums[3] = 1.0 if (stop is not None and stop.is_set()) else 0.0
-            dist.all_reduce(sums)
-            if rank == 0:
-                val = evaluate(model, data.x_val, data.y_val)
-                logs = _epoch_logs(epoch, sums, val, seconds, steps)
-                logs["comm_seconds"] = meter.seconds - comm0
-                _report(q, {"kind": "epoch", "logs": logs})
-            dist.barrier()  # the others wait here, not inside the next step's timed all-reduce
-            if sums[3] > 0:
-                break
-        if rank == 0:
-            _report(q, {"kind": "test", "acc": evaluate(model, data.x_test, data.y_test)[1]})
-        _report(q, {"kind": "stats", "stats": asdict(stats)})
+        stats = _ddp_train(rank, cfg, dev, q, stop)
+        # DDP's Reducer holds the process group. Had it been the last holder, freeing it would run the gloo
+        # group's destructor with the GIL held, which joins gloo's threads while one of them may still be freeing
+        # the last barrier's tensor, which needs the GIL: a deadlock, seen here about once in 30 runs
+        # (pytorch/pytorch#56297). So DDP is freed here, while the group is still registered, and
+        # destroy_process_group() below drops the group through Python, which releases the GIL first.
+        gc.collect()
         return stats
     finally:
         dist.destroy_process_group()
+
+
+def _ddp_train(rank: int, cfg: RunConfig, dev: torch.device, q, stop) -> RankStats:
+    """The body of :func:`ddp_worker`, in the joined process group; everything it builds (DDP among it) is
+    freed when it returns."""
+    world = cfg.processes
+    cuda = dev.type == "cuda"
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    data = load(cfg.dataset, seed=cfg.seed).to(dev)
+    model = build_model(cfg, data).to(dev)
+    ddp = DDP(model, device_ids=[rank] if cuda else None)
+    meter = _SyncMeter()
+    ddp.register_comm_hook(meter, _timed_allreduce)
+    opt = torch.optim.SGD(ddp.parameters(), lr=cfg.lr)
+    stats = RankStats(rank)
+    _report(q, {"kind": "ready", "rank": rank})
+    for epoch in range(cfg.epochs):
+        sums = torch.zeros(4, dtype=torch.float64)
+        seconds = 0.0
+        steps = 0
+        comm0 = meter.seconds
+        for gb in global_batches(cfg.n_train(data), cfg.batch_size, epoch, cfg.seed):
+            _crash_if_asked(cfg, rank, stats.steps + steps)
+            mine = gb[rank::world].to(dev)
+            xb, yb = data.x_train[mine], data.y_train[mine]
+            seconds += _train_step(ddp, opt, xb, yb, sums, dev)  # DDP all-reduces in backward()
+            steps += 1
+            stats.units += model.last_units
+            _progress(q, rank, epoch, stats.steps + steps)
+        stats.steps += steps
+        stats.examples += int(sums[2])
+        stats.train_seconds += seconds
+        stats.comm_seconds = meter.seconds
+        stats.sync_bytes = meter.bytes
+        # one small all-reduce per epoch: the epoch's train metrics over all ranks, and whether to stop
+        sums[3] = 1.0 if (stop is not None and stop.is_set()) else 0.0
+        dist.all_reduce(sums)
+        if rank == 0:
+            val = evaluate(model, data.x_val, data.y_val)
+            logs = _epoch_logs(epoch, sums, val, seconds, steps)
+            logs["comm_seconds"] = meter.seconds - comm0
+            _report(q, {"kind": "epoch", "logs": logs})
+        dist.barrier()  # the others wait here, not inside the next step's timed all-reduce
+        if sums[3] > 0:
+            break
+    if rank == 0:
+        _report(q, {"kind": "test", "acc": evaluate(model, data.x_test, data.y_test)[1]})
+    _report(q, {"kind": "stats", "stats": asdict(stats)})
+    return stats
 
 
 def _arm_stack_dump(dump_dir: str | None, rank: int) -> None:
