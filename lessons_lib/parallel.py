@@ -42,6 +42,7 @@ import socket
 import sys
 import tempfile
 import time
+import traceback
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -455,15 +456,17 @@ def ddp_worker(rank: int, cfg: RunConfig, init_method: str, q=None, stop=None) -
     dist.init_process_group("nccl" if cuda else "gloo", init_method=init_method, rank=rank, world_size=world,
                             timeout=datetime.timedelta(seconds=2 * cfg.timeout_s))
     try:
-        stats = _ddp_train(rank, cfg, dev, q, stop)
+        return _ddp_train(rank, cfg, dev, q, stop)
+    except BaseException as e:
+        traceback.clear_frames(e.__traceback__)  # its frames hold DDP: let it go too (see below)
+        raise
+    finally:
         # DDP's Reducer holds the process group. Had it been the last holder, freeing it would run the gloo
         # group's destructor with the GIL held, which joins gloo's threads while one of them may still be freeing
         # the last barrier's tensor, which needs the GIL: a deadlock, seen here about once in 30 runs
-        # (pytorch/pytorch#56297). So DDP is freed here, while the group is still registered, and
-        # destroy_process_group() below drops the group through Python, which releases the GIL first.
+        # (pytorch/pytorch#56297). So DDP is freed first, while the group is still registered, and
+        # destroy_process_group() drops the group through Python, which releases the GIL first.
         gc.collect()
-        return stats
-    finally:
         dist.destroy_process_group()
 
 

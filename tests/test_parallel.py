@@ -218,6 +218,42 @@ def test_leaving_the_process_group_does_not_deadlock(tmp_path):
                 p.terminate()
 
 
+@pytest.mark.parametrize("crash_rank", [None, 0])
+def test_ddp_is_freed_before_the_group_is_destroyed(tmp_path, monkeypatch, crash_rank):
+    # the order that avoids the deadlock above, on a normal return and when the process raises
+    import weakref
+
+    import torch.distributed as dist
+    import torch.nn.parallel as tnp
+
+    made, alive_at_destroy = [], []
+
+    class Tracked(tnp.DistributedDataParallel):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(weakref.ref(self))
+
+    real_destroy = dist.destroy_process_group
+
+    def destroy(*args, **kwargs):
+        alive_at_destroy.extend(r() is not None for r in made)
+        return real_destroy(*args, **kwargs)
+
+    monkeypatch.setattr(tnp, "DistributedDataParallel", Tracked)
+    monkeypatch.setattr(dist, "destroy_process_group", destroy)
+    threads = torch.get_num_threads()
+    cfg = replace(SMALL, processes=1, crash_rank=crash_rank, crash_step=2, crash_kind="raise")
+    try:
+        if crash_rank is None:
+            assert par.ddp_worker(0, cfg, f"file://{tmp_path}/store").steps > 0
+        else:
+            with pytest.raises(RuntimeError, match="simulated failure of rank 0"):
+                par.ddp_worker(0, cfg, f"file://{tmp_path}/store")
+    finally:
+        torch.set_num_threads(threads)  # ddp_worker pins its process to one thread
+    assert alive_at_destroy == [False]
+
+
 def test_sweep_starts_a_failed_run_again_and_says_so(capsys, monkeypatch):
     calls = []
     real = par.launch
