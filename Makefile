@@ -11,7 +11,7 @@ TORCH ?= torch==2.13.0
 NB ?= notebooks/*.ipynb
 JUPYTER_FLAGS := $(if $(DISPLAY)$(filter Darwin,$(shell uname -s)),,--no-browser) $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: setup data lab test unit nbval notebooks lint bench map clean
+.PHONY: setup data student lab teacher test unit nbval notebooks lint bench map clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,11 +24,19 @@ setup: $(STAMP)
 data: $(STAMP)
 	@$(PY) -m lessons_lib.data
 
-lab: data
+# The learner's edition (solutions replaced by stubs) in learner/; a notebook you changed there is never overwritten
+student: $(STAMP)
+	@$(PY) -m lessons_lib.editions notebooks learner
+
+lab: data student
+	$(VENV)/bin/jupyter lab learner/ $(JUPYTER_FLAGS)
+
+# The teacher's edition: worked solutions, executed outputs
+teacher: data
 	$(VENV)/bin/jupyter lab notebooks/ $(JUPYTER_FLAGS)
 
 unit: data
-	$(PY) -m pytest tests -q
+	$(PY) -m pytest tests -q -m "not notebook"
 
 nbval: data
 	$(PY) -m pytest -q --nbval-lax --nbval-current-env -p no:cacheprovider $(NB)

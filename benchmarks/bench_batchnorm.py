@@ -13,7 +13,7 @@ import time
 import numpy as np
 import torch
 
-from lessons_lib.batchnorm import batchnorm_backward, batchnorm_forward, bn_step_cost, new_state
+from lessons_lib.batchnorm.lab import batchnorm_backward, batchnorm_forward, bn_step_cost, new_state
 from lessons_lib.device import available_devices, hardware_report
 from lessons_lib.timing import format_seconds, time_it
 

@@ -17,9 +17,9 @@ import time
 
 import torch
 
-from lessons_lib import hashing as H
 from lessons_lib.data import load
 from lessons_lib.device import pick_device
+from lessons_lib.hashing import lab as H
 from lessons_lib.seeds import seed_everything
 
 

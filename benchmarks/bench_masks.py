@@ -12,9 +12,9 @@ import time
 
 import torch
 
-from lessons_lib import binomial_bottleneck as B
+from lessons_lib.binomial_bottleneck import lab as B
 from lessons_lib.device import hardware_report
-from lessons_lib.dropout import cost_lines
+from lessons_lib.dropout.lab import cost_lines
 
 SHAPE = (128, 1024)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from lessons_lib import parallel as par
+from lessons_lib.parallel import lab as par
 from lessons_lib.seeds import seed_everything
 
 

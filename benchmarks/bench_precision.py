@@ -12,8 +12,8 @@ import time
 
 import torch
 
-from lessons_lib import precision as P
 from lessons_lib.device import hardware_report
+from lessons_lib.precision import lab as P
 
 
 def epoch_seconds(dtype: str, threads: int | None, mode: str = "pure") -> float:

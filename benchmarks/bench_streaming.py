@@ -15,8 +15,8 @@ import time
 import numpy as np
 import torch
 
-from lessons_lib import big_data as B
 from lessons_lib import letters as L
+from lessons_lib.big_data import lab as B
 from lessons_lib.device import hardware_report
 from lessons_lib.models import mlp
 from lessons_lib.seeds import seed_everything

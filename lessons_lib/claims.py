@@ -33,7 +33,7 @@ class Claims:
 
     @staticmethod
     def _verdict(holds: bool | None) -> str:
-        return {True: "✅ holds here", False: "❌ does not hold here", None: "— not measurable here"}[holds]
+        return {True: "✓ holds here", False: "✗ does not hold here", None: "— not measurable here"}[holds]
 
     def _repr_html_(self) -> str:
         head = "".join(f"<th style='text-align:left'>{h}</th>" for h in ("claim", "source", "measured here", "verdict"))

@@ -1,63 +1,191 @@
-"""Friendly checks for the exercises at the end of each lesson.
+"""Exercises: the learner's code, checked at once against an independent reference.
 
-A lesson module defines ``check_<name>(answer)`` functions built on :func:`check`; each prints a
-verdict a learner can act on and returns a truthy/falsy :class:`Verdict` (so tests can assert on it).
+Two kinds of exercise, one result type:
+
+* **code**: the learner writes a function in the notebook; a lesson's ``checks.check_<name>(fn)`` runs it on
+  cases whose right answer comes from something that is *not* a copy of the solution (PyTorch's own layer,
+  numerical gradients, Keras semantics written as a spec, exact counts) and, when it is wrong, names the likely
+  mistake. Build one with :func:`check_code`; inside its body raise :class:`Mistake` with the hint.
+* **answer**: a value the learner computes or reads off their own run: :func:`check_answer`.
+
+Every check prints exactly one verdict line and returns a :class:`CheckResult` (truthy when right)::
+
+    ✓ Correct. <praise>                         right (the only verdict that contains "Correct")
+    ✗ Not yet: <hint that names the mistake>    wrong
+    ✗ Not yet: your function raised ...         it crashed (the line of the learner's cell is named)
+    ✎ Not written yet: <what to do>             a stub that still raises NotImplementedError, or an answer of ``...``
+
+The learner's edition runs top to bottom before anything is written: a later cell takes
+``result.yours_or(reference)``, the learner's function once it passes, else the library's reference with a
+one-line note.
 """
 
 from __future__ import annotations
 
 import math
+import traceback
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Status = Literal["correct", "wrong", "not_written"]
+MARKS = {"correct": "✓", "wrong": "✗", "not_written": "✎"}  # glyphs that DejaVu Sans carries (no emoji font needed)
 
 
-class Verdict:
-    """The result of a check: truthy when right. Shows nothing more in a notebook (the message is printed)."""
+class Mistake(Exception):
+    """Raised inside a check's body when the learner's code is wrong; the message is the hint shown."""
 
-    def __init__(self, ok: bool):
-        self.ok = bool(ok)
+
+@dataclass
+class CheckResult:
+    """What a check found. ``status``: "correct", "wrong" or "not_written"; ``message``: the verdict line printed;
+    ``candidate``: what was checked (the learner's function or answer)."""
+
+    exercise: str
+    status: Status
+    message: str
+    candidate: Any = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "correct"
 
     def __bool__(self) -> bool:
         return self.ok
 
     def __repr__(self) -> str:
-        return f"Verdict({self.ok})"
+        return f"CheckResult({self.exercise!r}, {self.status!r})"
 
-    def _ipython_display_(self) -> None:  # the printed message is the display
+    def _ipython_display_(self) -> None:  # the printed verdict line is the display
         pass
 
+    def yours_or(self, reference: Any) -> Any:
+        """The learner's function if it passed, else ``reference``; prints one line saying which is used."""
+        if self.ok:
+            print(f"→ The cells below use your {self.exercise}.")
+            return self.candidate
+        where = f"{getattr(reference, '__module__', '')}.{getattr(reference, '__qualname__', '')}".strip(".")
+        print(f"↪ The cells below use the library's reference {where} until your {self.exercise} passes its check.")
+        return reference
 
-def verdict(ok: bool, praise: str, hint: str) -> Verdict:
-    """Print "✅ praise" or "❌ hint" and return a truthy/falsy :class:`Verdict`."""
-    print(("✅ Correct. " + praise) if ok else ("❌ Not yet. " + hint))
-    return Verdict(ok)
+
+def _say(exercise: str, status: Status, text: str, candidate: Any) -> CheckResult:
+    head = {"correct": "Correct.", "wrong": "Not yet:", "not_written": "Not written yet:"}[status]
+    message = f"{MARKS[status]} {head} {text}".rstrip()
+    print(message)
+    return CheckResult(exercise, status, message, candidate)
 
 
-def check(
+def _is_unanswered(value: Any) -> bool:
+    return value is None or value is Ellipsis
+
+
+def _learner_line(exc: BaseException) -> str:
+    """' (line N of your cell: `code`)' for the innermost frame that comes from a notebook cell, else ''."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if f.filename.startswith("<ipython-input") or "ipykernel_" in f.filename or f.filename.startswith("<")]
+    if not frames:
+        return ""
+    f = frames[-1]
+    code = f" `{f.line.strip()}`" if f.line else ""
+    return f" (line {f.lineno} of your cell:{code})"
+
+
+def check_code(exercise: str, candidate: Any, body: Callable[[Callable], None], *, praise: str,
+               not_written: str = "") -> CheckResult:
+    """Run ``body(candidate)``; it raises :class:`Mistake` (with the hint) where the learner's code is wrong.
+
+    ``exercise`` names the function as the learner wrote it (e.g. "dropout_forward"). A stub that raises
+    ``NotImplementedError`` (or ``None`` / ``...`` instead of a function) is "not written" and its message says
+    ``not_written`` (what to write first). Any other exception from the learner's code is "wrong" and names it.
+    """
+    if _is_unanswered(candidate):
+        text = f"define {exercise} in the cell above and run it. {not_written}"
+        return _say(exercise, "not_written", text, candidate)
+    if not callable(candidate):
+        return _say(exercise, "wrong", f"expected a function {exercise}(...), got {type(candidate).__name__} "
+                                       f"{candidate!r:.60}. Pass the function itself, without calling it.", candidate)
+    try:
+        body(candidate)
+    except NotImplementedError as e:
+        stub = f" (your stub says: {e})" if str(e) else ""
+        return _say(exercise, "not_written", f"{exercise} still raises NotImplementedError{stub}. {not_written}",
+                    candidate)
+    except Mistake as e:
+        return _say(exercise, "wrong", str(e), candidate)
+    except Exception as e:  # the learner's code crashed: name the error and their line
+        return _say(exercise, "wrong", f"your {exercise} raised {type(e).__name__}: {e}{_learner_line(e)}", candidate)
+    return _say(exercise, "correct", praise, candidate)
+
+
+def check_answer(
     answer: Any,
     expected: Any,
     *,
+    exercise: str = "answer",
     praise: str = "",
     hint: str = "",
     rel_tol: float | None = None,
     abs_tol: float | None = None,
     normalize: Callable[[Any], Any] | None = None,
-) -> Verdict:
-    """Compare a learner's ``answer`` with ``expected`` and print a friendly verdict.
+    mistakes: dict[Any, str] | None = None,
+) -> CheckResult:
+    """Compare a learner's ``answer`` with ``expected`` (computed from the learner's own run where it can be).
 
-    Numbers are compared with ``rel_tol``/``abs_tol`` when given; ``normalize`` is applied to both
-    sides first (e.g. ``str.lower``). ``None`` (an unanswered exercise) gets a gentle reminder.
+    Numbers are compared with ``rel_tol``/``abs_tol`` when given; ``normalize`` is applied to both sides first
+    (e.g. ``str.lower``). ``mistakes`` maps typical wrong answers to the hint that names that mistake (compared
+    with the same tolerance). ``None`` / ``...`` (an unanswered exercise) is "not written".
     """
-    if answer is None or answer is Ellipsis:
-        print("✏️  Not answered yet: replace the `...`/None with your answer and run the cell again.")
-        return Verdict(False)
-    if normalize is not None:
-        answer, expected = normalize(answer), normalize(expected)
-    if rel_tol is not None or abs_tol is not None:
+    if _is_unanswered(answer):
+        return _say(exercise, "not_written", "replace the `...` with your answer and run the cell again.", answer)
+    a, e = (normalize(answer), normalize(expected)) if normalize is not None else (answer, expected)
+
+    def same(x: Any, y: Any) -> bool | None:
+        if rel_tol is None and abs_tol is None:
+            return bool(x == y)
         try:
-            ok = math.isclose(float(answer), float(expected), rel_tol=rel_tol or 0.0, abs_tol=abs_tol or 0.0)
+            return math.isclose(float(x), float(y), rel_tol=rel_tol or 0.0, abs_tol=abs_tol or 0.0)
         except (TypeError, ValueError):
-            return verdict(False, praise, f"expected a number, got {answer!r}. {hint}")
-    else:
-        ok = answer == expected
-    return verdict(ok, praise, hint or f"{answer!r} is not it; re-read the cell above and try again.")
+            return None
+
+    ok = same(a, e)
+    if ok is None:
+        return _say(exercise, "wrong", f"expected a number, got {answer!r}. {hint}".rstrip(), answer)
+    if ok:
+        return _say(exercise, "correct", praise, answer)
+    for wrong, why in (mistakes or {}).items():
+        if same(a, normalize(wrong) if normalize is not None else wrong):
+            return _say(exercise, "wrong", why, answer)
+    return _say(exercise, "wrong", hint or f"{answer!r} is not it; re-read the cell above and try again.", answer)
+
+
+# --- helpers for check bodies: each raises Mistake with the hint when the condition fails ---------------------
+def expect(condition: bool, hint: str) -> None:
+    """Raise :class:`Mistake` with ``hint`` unless ``condition``."""
+    if not condition:
+        raise Mistake(hint)
+
+
+def expect_shape(value: Any, shape: tuple[int, ...], what: str) -> None:
+    """``value`` must have ``.shape == shape``."""
+    got = getattr(value, "shape", None)
+    if got is None:
+        raise Mistake(f"{what} should be an array of shape {shape}, got {type(value).__name__}")
+    if tuple(got) != tuple(shape):
+        raise Mistake(f"{what} has shape {tuple(got)}, expected {tuple(shape)}")
+
+
+def diagnose(value: Any, candidates: dict[str, Callable[[Any], bool]]) -> None:
+    """Raise :class:`Mistake` with the first hint whose predicate matches ``value`` (typical wrong answers,
+    tried in order); do nothing when none matches."""
+    for hint, predicate in candidates.items():
+        try:
+            hit = bool(predicate(value))
+        except Exception:  # a predicate that cannot even be evaluated on this value does not match it
+            hit = False
+        if hit:
+            raise Mistake(hint)
+
+
+# Transitional name: lessons not yet moved to check_answer keep working.
+check = check_answer

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .validate import check_p
+
 Shape = int | tuple[int, ...]
 RNG = np.random.Generator | np.random.RandomState | int | None
 
@@ -58,17 +60,6 @@ MASK_METHODS: dict[str, MaskMethod] = {
     "torch": MaskMethod("torch", "torch.rand(shape, device) < 1-p on the current device", 2.0**-24),
 }
 AUTO_TOLERANCE = 2.0**-16
-
-
-def check_p(p: float) -> float:
-    """Return ``float(p)``; raise ValueError unless 0 <= p < 1 (p = probability to DROP)."""
-    try:
-        pf = float(p)
-    except (TypeError, ValueError):
-        raise ValueError(f"p is the probability to DROP and must be a number in [0, 1), got {p!r}") from None
-    if not 0.0 <= pf < 1.0:  # also rejects NaN
-        raise ValueError(f"p is the probability to DROP and must be in [0, 1) (0 = keep all), got {p!r}")
-    return pf
 
 
 def check_method(method: str) -> str:

@@ -13,7 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from .gradcheck import numerical_gradient, numerical_gradient_array, relative_error
-from .masks import RNG, bernoulli_mask, check_p
+from .masks import RNG, bernoulli_mask
+from .validate import check_p
 
 
 def linear_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, tuple]:
@@ -167,7 +168,3 @@ def net_gradients(x: np.ndarray, y: np.ndarray, params: tuple, keep: np.ndarray,
     da = relu_backward(dropout_backward(dhd, c3), c2)
     _, dw1, db1 = linear_backward(da, c1)
     return [dw1, db1, dw2, db2]
-
-# Batch norm (lesson 05) lives in its lesson's module; re-exported here so every from-scratch layer is
-# importable from one place.
-from .batchnorm import batchnorm_backward, batchnorm_forward, new_state  # noqa: E402, F401

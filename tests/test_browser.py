@@ -180,7 +180,8 @@ def test_parallel_panel_starts_processes_from_jupyterlab(lab, tmp_path):
 
     base, token, work = lab
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell("from lessons_lib import parallel as par\npanel = par.make_panel()\npanel")]
+    code = "from lessons_lib.parallel import lab as par\npanel = par.make_panel()\npanel"
+    nb.cells = [nbformat.v4.new_code_cell(code)]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, work / "notebooks" / "scratch_parallel.ipynb")
     ARTIFACTS.mkdir(exist_ok=True)

@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from lessons_lib import dropout as D
 from lessons_lib.callbacks import StopAfterSteps
 from lessons_lib.data import load
-from lessons_lib.dropout import FastDropout
+from lessons_lib.dropout import lab as D
+from lessons_lib.dropout.lab import FastDropout
 from lessons_lib.models import mlp
 from lessons_lib.training import History
 

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from lessons_lib.early_stopping import EarlyStopping
+from lessons_lib.early_stopping.lab import EarlyStopping
 
 
 def run(es, values, model=None):
@@ -123,7 +123,7 @@ def test_reused_after_reset():
 
 
 # --- lesson 02 -----------------------------------------------------------------------------------
-from lessons_lib import early_stopping as lesson  # noqa: E402
+from lessons_lib.early_stopping import lab as lesson  # noqa: E402
 from lessons_lib.training import History  # noqa: E402
 
 

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from lessons_lib import hashing as H
+from lessons_lib import lsh
 from lessons_lib.callbacks import StopAfterSteps
 from lessons_lib.data import load
+from lessons_lib.hashing import lab as H
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -25,7 +26,7 @@ def test_simhash_bit_collision_rate_is_one_minus_angle_over_pi(seed):
 
 
 def test_simhash_codes_shape_range_and_sign_bits():
-    h = H.SimHash(5, K=4, L=3, seed=0)
+    h = lsh.SimHash(5, K=4, L=3, seed=0)
     x = torch.randn(7, 5)
     codes = h.codes(x)
     assert codes.shape == (7, 3) and codes.dtype == torch.int32
@@ -40,7 +41,7 @@ def test_simhash_codes_shape_range_and_sign_bits():
 def test_bucket_tables_hand_made():
     # 4 items, L = 2 tables, K = 2 bits
     codes = torch.tensor([[0, 3], [1, 3], [0, 2], [3, 3]])
-    t = H.BucketTables(K=2, L=2).build(codes)
+    t = lsh.BucketTables(K=2, L=2).build(codes)
     assert t.bucket(0, 0).tolist() == [0, 2]
     assert t.bucket(0, 1).tolist() == [1]
     assert t.bucket(0, 2).tolist() == []
@@ -56,20 +57,20 @@ def test_csr_query_counts_equal_bruteforce(seed):
     K, L, n, B = 4, 9, 57, 13
     item_codes = torch.randint(0, 2**K, (n, L), generator=g, dtype=torch.int32)
     q = torch.randint(0, 2**K, (B, L), generator=g, dtype=torch.int32)
-    t = H.BucketTables(K, L).build(item_codes)
-    assert torch.equal(t.query_counts(q), H.collision_counts_bruteforce(q, item_codes))
+    t = lsh.BucketTables(K, L).build(item_codes)
+    assert torch.equal(t.query_counts(q), lsh.collision_counts_bruteforce(q, item_codes))
     assert int(t.offsets[-1]) == n * L
 
 
 def test_topk_by_counts_hand_made():
     counts = torch.tensor([[3, 1, 4, 1, 5], [0, 2, 2, 0, 1]])
-    assert H.topk_by_counts(counts, 2, tie_break="index").tolist() == [[4, 2], [1, 2]]
-    assert H.topk_by_counts(counts, 3, tie_break="index").tolist() == [[4, 2, 0], [1, 2, 4]]
+    assert lsh.topk_by_counts(counts, 2, tie_break="index").tolist() == [[4, 2], [1, 2]]
+    assert lsh.topk_by_counts(counts, 3, tie_break="index").tolist() == [[4, 2, 0], [1, 2, 4]]
     g = torch.Generator().manual_seed(0)
-    r = H.topk_by_counts(counts, 2, tie_break="random", generator=g)
+    r = lsh.topk_by_counts(counts, 2, tie_break="random", generator=g)
     assert r[0].tolist() == [4, 2] and sorted(r[1].tolist()) == [1, 2]
     # a tie at the border is broken at random, but only among the tied items
-    picks = {H.topk_by_counts(counts, 4, generator=g)[1, 3].item() for _ in range(40)}
+    picks = {lsh.topk_by_counts(counts, 4, generator=g)[1, 3].item() for _ in range(40)}
     assert picks == {0, 3}
 
 
@@ -115,7 +116,7 @@ def test_sparse_layer_forward_backward_equal_dense_restricted_to_active_set(sele
 
 def test_counters_count_layer_hashing_and_rebuilds():
     layer = H.SampledHidden(40, 1000, selector="lsh", active_fraction=0.05, K=6, L=50, pool_dim=8, seed=0,
-                            schedule=H.RebuildSchedule(first=2, growth=2.0))
+                            schedule=lsh.RebuildSchedule(first=2, growth=2.0))
     x = torch.randn(16, 40)
     for _ in range(5):
         layer(x).sum().backward()
@@ -124,7 +125,7 @@ def test_counters_count_layer_hashing_and_rebuilds():
     assert c.layer == 2 * 80 * 50 * 40  # forward + weight gradient of the 50 active rows
     assert c.dense == 2 * 80 * 1000 * 40
     assert c.selection == 80 * (8 + 8 * 6 * 50)  # pooling + K*L dot products of length 8
-    assert H.RebuildSchedule(first=2, growth=2.0).steps(5) == [0, 2]
+    assert lsh.RebuildSchedule(first=2, growth=2.0).steps(5) == [0, 2]
     assert c.rebuilds == 2
     assert c.rebuild == 2 * 1000 * (8 + 8 * 6 * 50)
     f = c.fractions()
@@ -133,8 +134,8 @@ def test_counters_count_layer_hashing_and_rebuilds():
 
 
 def test_rebuild_schedule_thins_out():
-    assert H.RebuildSchedule(first=10, growth=2.0).steps(100) == [0, 10, 30, 70]
-    s = H.RebuildSchedule(first=10, growth=1.3).steps(1000)
+    assert lsh.RebuildSchedule(first=10, growth=2.0).steps(100) == [0, 10, 30, 70]
+    s = lsh.RebuildSchedule(first=10, growth=1.3).steps(1000)
     gaps = np.diff(s)
     assert s[0] == 0 and np.all(np.diff(gaps) >= 0) and gaps[-1] > 5 * gaps[0]
 
@@ -164,16 +165,16 @@ def test_short_training_run_and_union_fraction():
 @pytest.mark.parametrize("K,L", [(0, 10), (6, 0), (-1, 5), (6, -3), (2.5, 4)])
 def test_bad_k_or_l(K, L):
     with pytest.raises(ValueError, match="positive integer"):
-        H.SimHash(8, K=K, L=L)
+        lsh.SimHash(8, K=K, L=L)
 
 
 def test_k_too_large_for_index_type():
     with pytest.raises(ValueError, match="do not fit the bucket index type"):
-        H.SimHash(8, K=40, L=2, index_dtype=torch.int32)
+        lsh.SimHash(8, K=40, L=2, index_dtype=torch.int32)
     with pytest.raises(ValueError, match="do not fit the bucket index type"):
-        H.check_k_l(16, 2, torch.int16)
+        lsh.check_k_l(16, 2, torch.int16)
     with pytest.raises(ValueError, match="too many"):
-        H.BucketTables(K=30, L=4)
+        lsh.BucketTables(K=30, L=4)
 
 
 @pytest.mark.parametrize("f", [0.0, -0.1, 1.5, float("nan")])
@@ -188,11 +189,11 @@ def test_other_bad_input():
     with pytest.raises(ValueError, match="selector"):
         H.SampledHidden(8, 16, selector="magic")
     with pytest.raises(ValueError, match="pool_dim"):
-        H.pooling_matrix(8, 9)
+        lsh.pooling_matrix(8, 9)
     with pytest.raises(ValueError, match="expects"):
         H.SampledHidden(8, 16)(torch.randn(2, 9))
     with pytest.raises(ValueError, match="k must be"):
-        H.topk_by_counts(torch.zeros(2, 5), 6)
+        lsh.topk_by_counts(torch.zeros(2, 5), 6)
 
 
 def test_exercise_checks(capsys):

@@ -13,9 +13,9 @@ from dataclasses import replace
 import pytest
 import torch
 
-from lessons_lib import parallel as par
 from lessons_lib.callbacks import Callback
 from lessons_lib.data import load
+from lessons_lib.parallel import lab as par
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.device_count() >= 2 else [])  # NCCL needs a GPU per process
 SMALL = par.RunConfig(processes=2, epochs=1, width=200, seed=0)
@@ -189,7 +189,7 @@ def test_an_exception_in_a_process_is_reported():
 def test_a_hung_process_is_found_and_its_stack_named(mode):
     t0 = time.perf_counter()
     with pytest.raises(par.WorkerError, match=r"the run hung.*process 0: last said '[^']*', "
-                                              r"stuck in _crash_if_asked \(parallel\.py:\d+\)"):
+                                              r"stuck in _crash_if_asked \(\w+\.py:\d+\)"):
         par.launch(replace(SMALL, mode=mode, epochs=50, batch_size=16, crash_rank=0, crash_step=5,
                            crash_kind="hang", timeout_s=8))
     assert time.perf_counter() - t0 < 20  # one timeout_s of silence, not the whole-run deadline (58 x 8 s)
@@ -304,7 +304,7 @@ def test_callbacks_see_progress_and_can_stop(mode):
 
 def test_torchrun_runs_the_same_script():
     out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                          "-m", "lessons_lib.parallel", "--epochs", "1", "--width", "200"],
+                          "-m", "lessons_lib.parallel.lab", "--epochs", "1", "--width", "200"],
                          capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "rank 0/2: 50 steps" in out.stdout and "rank 1/2: 50 steps" in out.stdout

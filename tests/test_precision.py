@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from lessons_lib import precision as P
 from lessons_lib.data import load
+from lessons_lib.precision import lab as P
 
 
 # --- names, formats, bad input -------------------------------------------------------------------

@@ -2,8 +2,8 @@ import os
 
 import pytest
 
-from lessons_lib import tour
 from lessons_lib.timing import Timing
+from lessons_lib.tour import lab as tour
 
 
 def test_noise_demo_mean_is_pulled_up_median_is_not():

@@ -43,15 +43,15 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .cache import data_dir
-from .callbacks import Callback
-from .claims import Claims
-from .device import pick_device
-from .exercises import check
-from .letters import IMAGE_SIZE, MAX_IMAGES, LettersSet, get_letters, load_letters
-from .models import mlp
-from .seeds import get_seed, seed_everything, torch_generator
-from .training import History, evaluate_batches, train_loop
+from ..cache import data_dir
+from ..callbacks import Callback
+from ..claims import Claims
+from ..device import pick_device
+from ..exercises import check
+from ..letters import IMAGE_SIZE, MAX_IMAGES, LettersSet, get_letters, load_letters
+from ..models import mlp
+from ..seeds import get_seed, seed_everything, torch_generator
+from ..training import History, evaluate_batches, train_loop
 
 DEFAULT_N = 50_000  # the notebook's default set; the size knob goes to letters.MAX_IMAGES (500k)
 FULL_N = MAX_IMAGES
@@ -641,7 +641,7 @@ def cap_supported() -> str | None:
 
 
 def _child_main(argv: Sequence[str] | None = None) -> None:
-    """Entry of the capped child: ``python -c "from lessons_lib.big_data import _child_main; _child_main()" JSON``."""
+    """Entry of the capped child: ``python -c "from lessons_lib.big_data.lab import _child_main; _child_main()" A``."""
     args = json.loads((argv if argv is not None else sys.argv[1:])[0])
     torch.set_num_threads(1)
     out: dict = {"mode": args["mode"], "ok": False}
@@ -715,7 +715,7 @@ def _run_child(args: dict, cap: int | None, timeout: float) -> tuple[dict | None
             resource.setrlimit(resource.RLIMIT_DATA, (cap, cap))
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-c", "from lessons_lib.big_data import _child_main; _child_main()", json.dumps(args)]
+    cmd = [sys.executable, "-c", "from lessons_lib.big_data.lab import _child_main; _child_main()", json.dumps(args)]
     t0 = time.perf_counter()
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, preexec_fn=preexec, env=env)
@@ -883,7 +883,7 @@ def fetch(url: str, sha256: str, dest: str | os.PathLike, *, expected_bytes: int
     """
     from tqdm.auto import tqdm
 
-    from .cache import atomic_open, sha256_file
+    from ..cache import atomic_open, sha256_file
 
     _check_url(url)
     if not (isinstance(sha256, str) and len(sha256) == 64):
@@ -1031,7 +1031,7 @@ def plot_examples(images: np.ndarray, labels: np.ndarray, per_class: int = 6):
     """A grid: one row per letter A..J, ``per_class`` examples each."""
     import matplotlib.pyplot as plt
 
-    from .letters import CLASSES
+    from ..letters import CLASSES
 
     fig, axes = plt.subplots(len(CLASSES), per_class, figsize=(per_class * 0.75, len(CLASSES) * 0.75))
     for j, ch in enumerate(CLASSES):
@@ -1110,7 +1110,7 @@ def make_panel(n_choices: Sequence[int] = (DEFAULT_N, 100_000, 200_000, FULL_N))
     """The lesson's live panel: source (memory / disk), set size, epochs, batch size, DataLoader workers."""
     import ipywidgets as w
 
-    from .panel import LivePanel
+    from ..panel import LivePanel
 
     style = {"description_width": "80px"}
     knobs = {

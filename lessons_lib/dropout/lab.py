@@ -18,15 +18,16 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .claims import Claims
-from .data import Splits
-from .data import load as load_data
-from .exercises import check
-from .masks import bernoulli_mask, check_method, check_p
-from .models import mlp
-from .seeds import get_seed, seed_everything
-from .timing import interleaved_medians
-from .training import History, evaluate, fit
+from ..claims import Claims
+from ..data import Splits
+from ..data import load as load_data
+from ..exercises import check
+from ..masks import bernoulli_mask, check_method
+from ..models import mlp
+from ..seeds import get_seed, seed_everything
+from ..timing import interleaved_medians
+from ..training import History, evaluate, fit
+from ..validate import check_p
 
 
 def _torch_seeded_generator(gen: np.random.Generator) -> np.random.Generator:
@@ -278,7 +279,7 @@ def epoch_costs(splits: Splits, p: float = 0.5, device: str = "cpu", epochs: int
 
 def gpu_compute_to_target(splits: Splits, p: float = 0.5, epochs: int = EPOCHS) -> ComputeToTarget | None:
     """The compute-to-target comparison on the GPU (CUDA or MPS), or None when there is none."""
-    from .device import available_devices
+    from ..device import available_devices
 
     gpus = [d for d in available_devices() if d != "cpu"]
     if not gpus:
@@ -355,7 +356,7 @@ def make_panel():
     """The lesson's panel: p, dropout implementation, width, training-set size, epochs; CPU / GPU."""
     import ipywidgets as w
 
-    from .panel import LivePanel
+    from ..panel import LivePanel
 
     style = {"description_width": "80px"}
     knobs = {

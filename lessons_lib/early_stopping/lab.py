@@ -28,13 +28,13 @@ from dataclasses import dataclass
 
 import torch
 
-from .callbacks import Callback, TrainState
-from .claims import Claims
-from .data import load
-from .exercises import check
-from .models import mlp
-from .seeds import seed_everything
-from .training import History, evaluate, fit
+from ..callbacks import Callback, TrainState
+from ..claims import Claims
+from ..data import load
+from ..exercises import check
+from ..models import mlp
+from ..seeds import seed_everything
+from ..training import History, evaluate, fit
 
 MODES = ("min", "max")
 
@@ -382,7 +382,7 @@ def make_panel():
     """Lesson 02's live panel: patience, min_delta, monitor, restore best weights, max epochs, width."""
     import ipywidgets as w
 
-    from .panel import LivePanel
+    from ..panel import LivePanel
 
     style = {"description_width": "110px"}
     knobs = {

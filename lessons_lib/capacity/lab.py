@@ -13,13 +13,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .callbacks import Callback
-from .claims import Claims
-from .data import load
-from .exercises import check
-from .models import count_parameters, mlp
-from .seeds import numpy_rng, seed_everything
-from .training import History, fit
+from ..callbacks import Callback
+from ..claims import Claims
+from ..data import load
+from ..exercises import check
+from ..models import count_parameters, mlp
+from ..seeds import numpy_rng, seed_everything
+from ..training import History, fit
 
 CHANCE = 0.1  # ten classes
 FEATURES = {"digits": 64, "mnist1d": 40}
@@ -257,7 +257,7 @@ def make_panel():
     """The lesson's live panel: width, depth, true/random labels, epochs."""
     import ipywidgets as w
 
-    from .panel import LivePanel
+    from ..panel import LivePanel
 
     style = {"description_width": "70px"}
     knobs = {

@@ -52,13 +52,13 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from .callbacks import Callback, TrainState
-from .claims import Claims
-from .data import Splits, load
-from .exercises import check
-from .hashing import LshIndex, check_active_fraction, topk_by_counts, units_kept
-from .seeds import get_seed, seed_everything, torch_generator
-from .training import History, evaluate
+from ..callbacks import Callback, TrainState
+from ..claims import Claims
+from ..data import Splits, load
+from ..exercises import check
+from ..lsh import LshIndex, check_active_fraction, topk_by_counts, units_kept
+from ..seeds import get_seed, seed_everything, torch_generator
+from ..training import History, evaluate
 
 MODES = ("ddp", "hogwild", "independent")
 UPDATES = ("dense", "sparse")
@@ -980,7 +980,7 @@ def make_panel():
     """Mode (sync DDP / async Hogwild), update (dense / sparse), processes, epochs, batch size, width."""
     import ipywidgets as w
 
-    from .panel import LivePanel
+    from ..panel import LivePanel
 
     knobs = {
         "mode": w.ToggleButtons(options=[("sync (DDP)", "ddp"), ("async (Hogwild)", "hogwild")], value="ddp",
@@ -1066,10 +1066,10 @@ def check_sparse_bytes(answer: int) -> bool:
 
 # --- torchrun entry point -------------------------------------------------------------------------------
 def main(argv: Sequence[str] | None = None) -> int:
-    """``torchrun --standalone --nproc-per-node 2 -m lessons_lib.parallel`` (or ``--nnodes`` on a cluster):
+    """``torchrun --standalone --nproc-per-node 2 -m lessons_lib.parallel.lab`` (or ``--nnodes`` on a cluster):
     each process reads RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT from torchrun. Without torchrun,
-    ``python -m lessons_lib.parallel --processes 2`` launches the processes itself."""
-    ap = argparse.ArgumentParser(prog="python -m lessons_lib.parallel", description=main.__doc__)
+    ``python -m lessons_lib.parallel.lab --processes 2`` launches the processes itself."""
+    ap = argparse.ArgumentParser(prog="python -m lessons_lib.parallel.lab", description=main.__doc__)
     ap.add_argument("--mode", choices=MODES, default="ddp")
     ap.add_argument("--update", choices=UPDATES, default="dense")
     ap.add_argument("--processes", type=int, default=2, help="ignored under torchrun (it sets WORLD_SIZE)")

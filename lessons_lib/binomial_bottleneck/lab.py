@@ -19,14 +19,14 @@ import torch
 from threadpoolctl import threadpool_limits
 from torch import nn
 
-from .claims import Claims
-from .data import Splits
-from .data import load as load_data
-from .dropout import FastDropout, dropout_layer_cost, rng_bound_claim
-from .exercises import check
-from .masks import MASK_METHODS, bernoulli_mask, keep_probability, memory_floor, random_bits_floor
-from .models import mlp
-from .numpy_layers import (
+from ..claims import Claims
+from ..data import Splits
+from ..data import load as load_data
+from ..dropout.lab import FastDropout, dropout_layer_cost, rng_bound_claim
+from ..exercises import check
+from ..masks import MASK_METHODS, bernoulli_mask, keep_probability, memory_floor, random_bits_floor
+from ..models import mlp
+from ..numpy_layers import (
     dropout_backward,
     dropout_forward,
     linear_backward,
@@ -36,9 +36,9 @@ from .numpy_layers import (
     softmax_cross_entropy_backward,
     softmax_cross_entropy_forward,
 )
-from .seeds import get_seed, numpy_rng, seed_everything
-from .timing import interleaved_medians
-from .training import History, fit
+from ..seeds import get_seed, numpy_rng, seed_everything
+from ..timing import interleaved_medians
+from ..training import History, fit
 
 HIDDEN = 1024
 BATCH = 128
@@ -280,7 +280,7 @@ def experiment(*, device: str, callbacks: list, impl: str = "FastDropout", p: fl
 def cpu_vs_gpu(impl: str = "nn.Dropout", p: float = 0.5, epochs: int = 3) -> dict[str, float] | None:
     """Median seconds per epoch of the torch version on the CPU and on the GPU (first epoch = warm-up);
     None when there is no GPU."""
-    from .device import available_devices
+    from ..device import available_devices
 
     gpus = [d for d in available_devices() if d != "cpu"]
     if not gpus:
@@ -297,7 +297,7 @@ def make_panel():
     """The lesson's panel: dropout implementation, p, epochs, hidden width; CPU / GPU toggle."""
     import ipywidgets as w
 
-    from .panel import LivePanel
+    from ..panel import LivePanel
 
     style = {"description_width": "80px"}
     knobs = {

@@ -38,16 +38,16 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .callbacks import Callback, TrainState
-from .claims import Claims
-from .data import Splits, load
-from .device import available_devices, gpu_unavailable_reason, pick_device
-from .exercises import check
-from .models import mlp
-from .seeds import get_seed, seed_everything
-from .timing import threads as threads_ctx
-from .timing import time_interleaved, time_it
-from .training import History, fit
+from ..callbacks import Callback, TrainState
+from ..claims import Claims
+from ..data import Splits, load
+from ..device import available_devices, gpu_unavailable_reason, pick_device
+from ..exercises import check
+from ..models import mlp
+from ..seeds import get_seed, seed_everything
+from ..timing import threads as threads_ctx
+from ..timing import time_interleaved, time_it
+from ..training import History, fit
 
 DTYPES: dict[str, torch.dtype] = {
     "fp64": torch.float64,
@@ -1157,7 +1157,7 @@ def make_panel():
     """The live panel: device × dtype × mode (and rounding for stored weights), optimizer, learning rate."""
     import ipywidgets as w
 
-    from .panel import LivePanel
+    from ..panel import LivePanel
 
     style = {"description_width": "80px"}
     knobs = {

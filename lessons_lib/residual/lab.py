@@ -27,13 +27,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .callbacks import Callback, TrainState
-from .claims import Claims
-from .data import load
-from .exercises import check
-from .models import ACTIVATIONS, count_parameters
-from .seeds import get_seed, seed_everything
-from .training import History, fit
+from ..callbacks import Callback, TrainState
+from ..claims import Claims
+from ..data import load
+from ..exercises import check
+from ..models import ACTIVATIONS, count_parameters
+from ..seeds import get_seed, seed_everything
+from ..training import History, fit
 
 SOURCE = "seeds/004_657bca9538d5b2ba.txt, 'Residual Block / Skip Connection'"
 SHORTCUTS = ("auto", "identity", "projection", "pad")
@@ -565,7 +565,7 @@ def make_panel():
     """The lesson's live panel: plain or residual, depth, learning rate, epochs."""
     import ipywidgets as w
 
-    from .panel import LivePanel
+    from ..panel import LivePanel
 
     style = {"description_width": "80px"}
     knobs = {

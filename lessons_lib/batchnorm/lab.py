@@ -29,15 +29,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from .claims import Claims
-from .data import Splits, load
-from .device import pick_device
-from .exercises import check
-from .gradcheck import numerical_gradient_array, relative_error
-from .models import ACTIVATIONS
-from .seeds import get_seed, numpy_rng, seed_everything
-from .timing import time_it
-from .training import History, evaluate, fit
+from ..claims import Claims
+from ..data import Splits, load
+from ..device import pick_device
+from ..exercises import check
+from ..gradcheck import numerical_gradient_array, relative_error
+from ..models import ACTIVATIONS
+from ..seeds import get_seed, numpy_rng, seed_everything
+from ..timing import time_it
+from ..training import History, evaluate, fit
 
 SOURCE = "seeds/004_657bca9538d5b2ba.txt, 'Batch Normalization'"
 
@@ -721,7 +721,7 @@ def make_panel():
     ms/step column is BN's cost per step on the chosen device."""
     import ipywidgets as w
 
-    from .panel import LivePanel
+    from ..panel import LivePanel
 
     style = {"description_width": "80px"}
     knobs = {

@@ -18,15 +18,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .callbacks import Callback
-from .claims import Claims
-from .data import load
-from .device import synchronize
-from .exercises import check
-from .models import mlp
-from .seeds import seed_everything
-from .timing import Timing, time_it
-from .training import History, fit
+from ..callbacks import Callback
+from ..claims import Claims
+from ..data import load
+from ..device import synchronize
+from ..exercises import check
+from ..models import mlp
+from ..seeds import seed_everything
+from ..timing import Timing, time_it
+from ..training import History, fit
 
 
 @dataclass
@@ -115,7 +115,7 @@ def make_panel():
     """The tour's panel: optimizer, width, learning rate, batch size, epochs."""
     import ipywidgets as w
 
-    from .panel import LivePanel
+    from ..panel import LivePanel
 
     style = {"description_width": "90px"}
     knobs = {

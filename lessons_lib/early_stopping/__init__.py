@@ -1,0 +1,5 @@
+"""Lesson 02 · Early stopping: patience, min_delta, and the best weights.
+
+``reference.py`` holds the lesson's idea from scratch (the file to open after the notebook); ``lab.py``
+the experiments, panel and claims table; ``checks.py`` the checks of the learner's code.
+"""
