@@ -13,7 +13,8 @@ import time
 import numpy as np
 import torch
 
-from lessons_lib.batchnorm.lab import batchnorm_backward, batchnorm_forward, bn_step_cost, new_state
+from lessons_lib.batchnorm.lab import bn_step_cost
+from lessons_lib.batchnorm.reference import batchnorm_backward, batchnorm_forward, new_state
 from lessons_lib.device import available_devices, hardware_report
 from lessons_lib.timing import format_seconds, time_it
 
@@ -49,8 +50,8 @@ def main() -> None:
     for dev in available_devices():
         for width in (64, 256, 1024):
             r = bn_step_cost(dev, depth=4, width=width, batch_size=128, rounds=6, repeats=8)
-            print(f"{dev:7s} {width:6d} {format_seconds(r['without_bn']):>12s} {format_seconds(r['with_bn']):>12s} "
-                  f"{r['ratio']:13.2f}")
+            print(f"{dev:7s} {width:6d} {format_seconds(r.without_bn):>12s} {format_seconds(r.with_bn):>12s} "
+                  f"{r.ratio:13.2f}")
     ours, theirs = numpy_vs_torch()
     print()
     print(f"BN layer forward+backward, 256 x 512 float32, CPU: numpy {format_seconds(ours)}, "

@@ -13,8 +13,8 @@ import time
 import torch
 
 from lessons_lib.binomial_bottleneck import lab as B
+from lessons_lib.binomial_bottleneck.reference import binomial_mask, mask_share
 from lessons_lib.device import hardware_report
-from lessons_lib.dropout.lab import cost_lines
 
 SHAPE = (128, 1024)
 
@@ -47,24 +47,22 @@ def main() -> None:
 
     print("\n== torch dropout, forward+backward, CPU")
     for p in (0.5, 0.1):
-        cost = B.torch_dropout_cost(SHAPE, p=p, repeats=25)
-        print(f"-- p = {p}\n" + cost_lines(cost))
-        sp = cost["F.dropout fwd+bwd"] / cost["FastDropout fwd+bwd"]
-        print(f"  F.dropout forward = {cost['F.dropout fwd'] / cost['clone']:.0f}x a clone "
-              f"(its bernoulli_ mask alone: {cost['bernoulli_ mask'] / cost['clone']:.0f}x; "
-              f"torch.rand: {cost['torch.rand'] / cost['clone']:.0f}x)")
+        cost = B.dropout_layer_cost(SHAPE, p=p, repeats=25)
+        print(f"-- p = {p}\n" + cost.lines())
+        sp = cost.fast_speedup
+        print(f"  F.dropout forward = {cost.clones:.0f}x a clone (its bernoulli_ mask alone: "
+              f"{cost.bernoulli / cost.clone:.0f}x; torch.rand: {cost.rand / cost.clone:.0f}x)")
         print(f"  FastDropout vs F.dropout, forward+backward: {sp:.1f}x (goal >= 5x) {verdict(sp >= 5)}")
 
     print("\n== numpy MLP (40 -> 1024 -> 10, dropout 0.5, batch 128), one mnist1d epoch")
-    t = B.epoch_seconds(("binomial", "auto"), repeats=5)
-    sp = t["binomial"] / t["auto"]
-    print(f"epoch: binomial {t['binomial'] * 1e3:.0f} ms, auto {t['auto'] * 1e3:.0f} ms -> {sp:.1f}x (goal >= 3x) "
-          f"{verdict(sp >= 3)}")
-    before = B.profile_training("binomial", epochs=3)
-    after = B.profile_training("auto", epochs=3)
-    print(f"mask share of the profile: {100 * before.mask_share:.0f}% before (goal > 50%) "
-          f"{verdict(before.mask_share > 0.5)}, {100 * after.mask_share:.1f}% after (goal < 10%) "
-          f"{verdict(after.mask_share < 0.1)}")
+    fast = B.dropout_mask()  # the reference's bits at p = 0.5, byte threshold elsewhere
+    t = B.epoch_seconds(fast, repeats=5)
+    print(f"epoch: binomial {t.before * 1e3:.0f} ms, fast masks {t.after * 1e3:.0f} ms -> {t.speedup:.1f}x "
+          f"(goal >= 3x) {verdict(t.speedup >= 3)}")
+    before = mask_share(B.profile_training(binomial_mask, epochs=3).stats, B.MASK_NAMES)
+    after = mask_share(B.profile_training(fast, epochs=3).stats, B.MASK_NAMES)
+    print(f"mask share of the profile: {100 * before:.0f}% before (goal > 50%) {verdict(before > 0.5)}, "
+          f"{100 * after:.1f}% after (goal < 10%) {verdict(after < 0.1)}")
     print(f"\n(benchmark took {time.perf_counter() - t0:.0f} s)")
 
 

@@ -47,8 +47,9 @@ def _tree_rss(pid: int) -> int:
         return 0
 
 
-def run_notebook(path: Path) -> tuple[float, float]:
-    """(seconds, peak GB) of executing ``path`` top to bottom in a fresh kernel (outputs discarded)."""
+def run_notebook(path: Path, in_place: bool = False) -> tuple[float, float]:
+    """(seconds, peak GB) of executing ``path`` top to bottom in a fresh kernel; ``in_place`` writes the executed
+    notebook back (outputs and widget state, as ``make notebooks`` does), else the outputs are discarded."""
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
     peak = [0]
@@ -72,6 +73,8 @@ def run_notebook(path: Path) -> tuple[float, float]:
         seconds = time.perf_counter() - t0
         done.set()
         t.join()
+    if in_place:
+        nbformat.write(nb, path)
     return seconds, peak[0] / 1e9
 
 
@@ -79,7 +82,9 @@ def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description="Run notebooks in a fresh kernel each; print seconds and peak memory "
                                  "(PSS over the kernel's process tree) and update notebooks/timings.json.")
     ap.add_argument("notebooks", nargs="*", help="notebook paths (default: every lesson notebook)")
-    paths = ap.parse_args(argv).notebooks
+    ap.add_argument("--in-place", action="store_true", help="also write each executed notebook back")
+    args = ap.parse_args(argv)
+    paths = args.notebooks
     missing = [p for p in paths if not Path(p).is_file()]
     if missing:
         ap.error(f"no such notebook: {', '.join(missing)} (give paths like notebooks/03_dropout.ipynb)")
@@ -87,7 +92,7 @@ def main(argv: list[str]) -> int:
     results, bad = {}, 0
     print(f"{'notebook':<34} {'seconds':>8} {'peak GB':>8}  verdict")
     for nb in nbs:
-        s, gb = run_notebook(nb)
+        s, gb = run_notebook(nb, in_place=args.in_place)
         ok = s <= TIME_BUDGET_S and gb <= MEMORY_BUDGET_GB
         bad += not ok
         results[nb.name] = {"seconds": round(s, 1), "peak_gb": round(gb, 3)}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import statistics
 import time
 
-from lessons_lib.capacity.lab import capacity_experiment
+from lessons_lib.capacity.lab import experiment as capacity_experiment
 from lessons_lib.panel import LivePanel
 
 KNOBS = {"dataset": "mnist1d", "width": 256, "depth": 2, "epochs": 8}

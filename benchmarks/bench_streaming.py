@@ -1,5 +1,6 @@
 """Benchmark for lesson 08 on the full 500k letters set: generation time, peak RSS growth while streaming one
-epoch (goal <= 10% of the set's 392 MB), and streaming throughput vs in-memory (goal >= 80%).
+epoch (goal <= 10% of the set's 392 MB), and streaming throughput vs in-memory (goal >= 80%). The disk path
+streams through the library's reference.MemmapImages (lessons_lib/big_data/reference.py).
 
 Prints ratios measured in this one run. Run by hand: ``make bench`` or
 ``.venv/bin/python benchmarks/bench_streaming.py [--n 500000] [--regenerate] [--workers 0]``.
@@ -16,8 +17,9 @@ import numpy as np
 import torch
 
 from lessons_lib import letters as L
-from lessons_lib.big_data import lab as B
+from lessons_lib.big_data import lab, reference
 from lessons_lib.device import hardware_report
+from lessons_lib.memcap import PeakRSS
 from lessons_lib.models import mlp
 from lessons_lib.seeds import seed_everything
 
@@ -52,14 +54,14 @@ def main() -> None:
           f"{gen:.1f} s ({a.n / gen:,.0f} images/s){'' if fresh else ' (from the manifest of an earlier run)'}; "
           f"sha256 verification {verify:.1f} s")
 
-    B._warmup(a.width, a.batch_size)
+    lab.warmup(a.width, a.batch_size)
     runs = {}
     for source in ("disk", "memory"):
         seed_everything(seed)
-        model = mlp(B.PIXELS, [a.width], 10)
-        with B.PeakRSS() as mem:
-            train, val = B.make_loaders(ls, source, batch_size=a.batch_size, workers=a.workers, seed=seed)
-            h = B.fit_stream(model, train, val, epochs=1, seed=seed)
+        model = mlp(reference.PIXELS, [a.width], 10)
+        with PeakRSS() as mem:
+            train, val = lab.make_loaders(ls, source, batch_size=a.batch_size, workers=a.workers, seed=seed)
+            h = lab.fit_stream(model, train, val, epochs=1, seed=seed)
             del train, val
         runs[source] = (h, mem.growth)
         print(f"{source:6}: one epoch {h.seconds[0]:.1f} s, {h.samples_per_s[0]:,.0f} samples/s, val acc "

@@ -1,8 +1,9 @@
 """The "claim — measured here" table every lesson ends with.
 
-Each row pairs a claim (from a source text in ``seeds/`` or from the lesson) with the number measured
-in this run and whether the claim holds *on this machine*. A claim that does not hold is shown as
-such, never hidden.
+Each row pairs a claim (from a source text in ``seeds/`` or from the lesson) with the number measured in this run
+and the verdict *on this machine*: "holds", "does not hold", "inconclusive" (the interval over repeated runs
+straddles the threshold, see :mod:`lessons_lib.stats`) or "not measurable" here (e.g. no GPU; ``measured`` says
+why). A claim that does not hold is shown as such, never hidden.
 """
 
 from __future__ import annotations
@@ -10,13 +11,34 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass
 
+from .stats import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, NOT_MEASURABLE
+
+# marks that DejaVu Sans carries (Linux desktops without an emoji font render them)
+MARKS = {HOLDS: "✓ holds here", DOES_NOT_HOLD: "✗ does not hold here", INCONCLUSIVE: "? inconclusive here",
+         NOT_MEASURABLE: "— not measurable here"}
+
+
+def _as_verdict(holds: bool | str | None) -> str:
+    if holds is None:
+        return NOT_MEASURABLE
+    if isinstance(holds, str):
+        if holds not in MARKS:
+            raise ValueError(f"a claim's verdict is one of {sorted(MARKS)} (or True/False/None), got {holds!r}")
+        return holds
+    return HOLDS if bool(holds) else DOES_NOT_HOLD
+
 
 @dataclass
 class Claim:
     claim: str
     source: str
     measured: str
-    holds: bool | None  # None: could not be measured here (e.g. no GPU); `measured` says why
+    verdict: str  # one of lessons_lib.stats' HOLDS, DOES_NOT_HOLD, INCONCLUSIVE, NOT_MEASURABLE
+
+    @property
+    def holds(self) -> bool | None:
+        """True / False for a settled verdict, None when inconclusive or not measurable."""
+        return {HOLDS: True, DOES_NOT_HOLD: False}.get(self.verdict)
 
 
 class Claims:
@@ -26,20 +48,21 @@ class Claims:
         self.lesson = lesson
         self.rows: list[Claim] = []
 
-    def add(self, claim: str, source: str, measured: str, holds: bool | None) -> Claim:
-        row = Claim(claim, source, measured, None if holds is None else bool(holds))
+    def add(self, claim: str, source: str, measured: str, holds: bool | str | None) -> Claim:
+        """``holds``: a verdict from :func:`lessons_lib.stats.verdict`, or True / False, or None (not measurable)."""
+        row = Claim(claim, source, measured, _as_verdict(holds))
         self.rows.append(row)
         return row
 
     @staticmethod
-    def _verdict(holds: bool | None) -> str:
-        return {True: "✓ holds here", False: "✗ does not hold here", None: "— not measurable here"}[holds]
+    def _verdict(verdict: str) -> str:
+        return MARKS[verdict]
 
     def _repr_html_(self) -> str:
         head = "".join(f"<th style='text-align:left'>{h}</th>" for h in ("claim", "source", "measured here", "verdict"))
         body = "".join(
             "<tr>" + "".join(f"<td style='text-align:left'>{html.escape(str(v))}</td>"
-                             for v in (r.claim, r.source, r.measured, self._verdict(r.holds))) + "</tr>"
+                             for v in (r.claim, r.source, r.measured, self._verdict(r.verdict))) + "</tr>"
             for r in self.rows
         )
         return f"<b>{html.escape(self.lesson)}: claims measured in this run</b><table><tr>{head}</tr>{body}</table>"
@@ -47,7 +70,7 @@ class Claims:
     def __str__(self) -> str:
         lines = [f"{self.lesson}: claims measured in this run"]
         for r in self.rows:
-            lines.append(f"- {r.claim} [{r.source}]\n    measured: {r.measured}\n    {self._verdict(r.holds)}")
+            lines.append(f"- {r.claim} [{r.source}]\n    measured: {r.measured}\n    {self._verdict(r.verdict)}")
         return "\n".join(lines)
 
     __repr__ = __str__

@@ -100,8 +100,11 @@ def _browser(tmp_path, height: int):
 
 
 def _run_all(page, url: str):
-    """Open ``url`` in JupyterLab, Run All once the kernel is connected, return the rendered panel's locator."""
-    page.goto(url, timeout=60_000)
+    """Open ``url`` in JupyterLab, Run All once the kernel is connected, return the rendered panel's locator.
+
+    ``?reset`` starts from a fresh workspace: otherwise the server restores the notebooks an earlier test opened,
+    and the "| Idle" waited for below can be another notebook's kernel (seen: Run All then ran nothing)."""
+    page.goto(url.replace("?", "?reset&", 1), timeout=60_000)
     # the kernel must be connected before Run All does anything
     page.get_by_text(re.compile(r"\| Idle")).first.wait_for(timeout=90_000)
     page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
@@ -202,4 +205,78 @@ def test_parallel_panel_starts_processes_from_jupyterlab(lab, tmp_path):
             page.screenshot(path=str(ARTIFACTS / "parallel_panel_after_run.png"), full_page=True)
         except Exception:
             page.screenshot(path=str(ARTIFACTS / "parallel_panel_failure.png"), full_page=True)
+            raise
+
+
+WRONG_DROPOUT = '''def dropout_forward(x, p, train, rng):
+    if not train:
+        return x, (None, p)
+    keep = rng.random(x.shape) >= p
+    return x * keep / p, (keep, p)'''
+
+RIGHT_DROPOUT = '''def dropout_forward(x, p, train, rng):
+    if not train:
+        return x, (None, p)
+    keep = rng.random(x.shape) >= p
+    return x * keep / (1 - p), (keep, p)'''
+
+
+def test_learner_writes_an_exercise_in_jupyterlab(lab, tmp_path):
+    """The learner's edition in a real JupyterLab: the unwritten exercise says so and the lesson falls back to the
+    reference; a wrong answer typed into the cell gets the hint that names the mistake; a right one passes."""
+    import nbformat
+
+    from lessons_lib.editions import learner_notebook
+
+    base, token, work = lab
+    nb = learner_notebook(nbformat.read(ROOT / "notebooks" / "03_dropout.ipynb", as_version=4))
+    stub = next(i for i, c in enumerate(nb.cells) if "def dropout_forward" in c.source)
+    assert "raise NotImplementedError" in nb.cells[stub].source
+    nb.cells = nb.cells[: stub + 2]  # the lesson up to the exercise and its check (the rest is tested elsewhere)
+    (work / "learner").mkdir(exist_ok=True)
+    nbformat.write(nb, work / "learner" / "scratch_03.ipynb")
+    ARTIFACTS.mkdir(exist_ok=True)
+
+    cells = ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell"  # the open tab's cells only
+
+    def cell(i):
+        return page.locator(cells).nth(i)
+
+    def output(i) -> str:
+        return cell(i).locator(".jp-OutputArea").inner_text()
+
+    def write_and_check(code: str, expect: str) -> str:
+        editor = cell(stub).locator(".cm-content")
+        editor.click()
+        page.keyboard.press("Control+A")
+        page.keyboard.insert_text(code)
+        page.keyboard.press("Shift+Enter")  # run the exercise cell, move to the check cell
+        page.keyboard.press("Shift+Enter")  # run the check
+        page.wait_for_function(
+            "([q, i, s]) => document.querySelectorAll(q)[i].innerText.includes(s)",
+            arg=[cells, stub + 1, expect], timeout=60_000)
+        return output(stub + 1)
+
+    with _browser(tmp_path, height=2400) as (_ctx, page):
+        try:
+            # ?reset: a fresh workspace, so the notebooks other tests opened are not restored beside this one
+            page.goto(f"{base}/lab/tree/learner/scratch_03.ipynb?reset&token={token}", timeout=60_000)
+            page.get_by_text(re.compile(r"\| Idle")).first.wait_for(timeout=90_000)
+            page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
+            page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+            page.wait_for_function("([q, i]) => document.querySelectorAll(q)[i].innerText.includes('Not written yet')",
+                                   arg=[cells, stub + 1], timeout=120_000)
+            first = output(stub + 1)
+            assert "library's reference" in first and "Correct" not in first, first
+            page.screenshot(path=str(ARTIFACTS / "learner_not_written.png"), full_page=True)
+
+            wrong = write_and_check(WRONG_DROPOUT, "Not yet")
+            assert "1/p instead of 1/(1−p)" in wrong and "Correct" not in wrong, wrong
+            page.screenshot(path=str(ARTIFACTS / "learner_wrong.png"), full_page=True)
+
+            right = write_and_check(RIGHT_DROPOUT, "Correct")
+            assert right.lstrip().startswith("✓ Correct") and "use your dropout_forward" in right, right
+            page.screenshot(path=str(ARTIFACTS / "learner_right.png"), full_page=True)
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "learner_failure.png"), full_page=True)
             raise

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from lessons_lib.early_stopping.lab import EarlyStopping
+from lessons_lib.early_stopping.reference import EarlyStopping
 
 
 def run(es, values, model=None):
@@ -122,7 +122,7 @@ def test_reused_after_reset():
     assert es.stopped_epoch is None and es.best == math.inf and es.best_epoch == -1
 
 
-# --- lesson 02 -----------------------------------------------------------------------------------
+# --- lesson 02: the apparatus ---------------------------------------------------------------------
 from lessons_lib.early_stopping import lab as lesson  # noqa: E402
 from lessons_lib.training import History  # noqa: E402
 
@@ -154,12 +154,10 @@ def test_policy_accounting_on_a_hand_made_run():
     assert never.epochs_run == 10 and not never.stopped and never.compute_saved == 0.0
     by_acc = lesson.evaluate_policy(run, patience=1, monitor="val_acc")
     assert (by_acc.best_epoch, by_acc.epochs_run) == (2, 4)
-    assert lesson.check_epochs_run(5, [r], patience=2) and not lesson.check_epochs_run(6, [r], patience=2)
-
-
-def test_check_functions():
-    assert lesson.check_stop_epoch(4) and not lesson.check_stop_epoch(5) and not lesson.check_stop_epoch(None)
-    assert lesson.check_restored_epoch(1) and not lesson.check_restored_epoch(3)
+    assert r.budget == 10
+    sweeps = lesson.patience_sweeps(run, patiences=(1, 2))
+    assert sweeps.at(2) == r and sweeps.at(1, "val_acc") == by_acc
+    assert [m for m, _ in sweeps.items()] == ["val_loss", "val_acc"]
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -167,6 +165,16 @@ def test_real_curve_overfits_and_replay_matches_live_training(seed):
     run = lesson.long_run(epochs=30, width=256, seed=seed)
     h = run.history
     assert run.best_val_epoch < 25 and h.val_loss[-1] > h.val_loss[run.best_val_epoch] + 0.05
-    live = lesson.early_stopping_experiment(patience=3, epochs=30, width=256, seed=seed)
+    live = lesson.experiment(patience=3, epochs=30, width=256, seed=seed)
     assert len(live) - 1 == lesson.replay(h.val_loss, patience=3).stopped_epoch
     assert live.val_loss[: len(live)] == h.val_loss[: len(live)]
+
+
+def test_claims_follow_the_numbers():
+    vals = [1.0, 0.8, 0.7, 0.72, 0.75, 0.74, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3]
+    run = fake_run(vals, [0.5, 0.6, 0.7, 0.69, 0.68, 0.68, 0.66, 0.65, 0.64, 0.63, 0.62, 0.61])
+    sweeps = lesson.patience_sweeps(run, patiences=(2, 5))
+    deltas = lesson.min_delta_sweep(run, patience=5)
+    rows = lesson.claims(run, sweeps, deltas, live_stop=7, replay_stop=7).rows
+    assert [r.holds for r in rows] == [True, True, True, True, True, True, True]
+    assert lesson.claims(run, sweeps, deltas, live_stop=8, replay_stop=7).rows[-1].holds is False

@@ -1,5 +1,6 @@
-"""Tests of lessons_lib.hashing: SimHash statistics, CSR tables, top-k by counts, the sampled layer's
-forward/backward against the dense layer restricted to the active set, counters and bad input."""
+"""Tests of lesson 09 (lessons_lib.hashing and the core lsh it uses): SimHash statistics, CSR tables, top-k by
+counts, the from-scratch sampled layer and the PyTorch one against the dense layer restricted to the active set,
+counters, the experiments' results and bad input. The checks of the learner's code: test_hashing_checks.py."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from lessons_lib import lsh
 from lessons_lib.callbacks import StopAfterSteps
 from lessons_lib.data import load
 from lessons_lib.hashing import lab as H
+from lessons_lib.hashing import plots, reference
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -20,9 +22,13 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_simhash_bit_collision_rate_is_one_minus_angle_over_pi(seed):
     angles = np.array([0.1, 0.5, 1.0, math.pi / 2, 2.5, 3.0])
-    measured = H.simhash_collision_rates(angles, dim=32, n_pairs=2000, n_bits=64, seed=seed)
+    rates = H.collision_rates(angles, dim=32, n_pairs=2000, K=4, L=16, seed=seed)
     # 128,000 (pair, bit) samples per angle: binomial standard error <= 0.0014
-    np.testing.assert_allclose(measured, 1 - angles / math.pi, atol=0.01)
+    np.testing.assert_allclose(rates.per_bit, 1 - angles / math.pi, atol=0.01)
+    assert np.all(np.abs(rates.per_bit - (1 - angles / math.pi)) <= rates.binomial_halfwidth(z=5))
+    # 32,000 (pair, table) samples: a whole 4-bit code agrees with probability (1 - θ/π)^4
+    np.testing.assert_allclose(rates.per_bucket, (1 - angles / math.pi) ** 4, atol=0.015)
+    assert rates.bits == 2000 * 16 * 4 and rates.codes == 2000 * 16 and rates.at(57) == rates.per_bit[2]
 
 
 def test_simhash_codes_shape_range_and_sign_bits():
@@ -120,7 +126,7 @@ def test_counters_count_layer_hashing_and_rebuilds():
     x = torch.randn(16, 40)
     for _ in range(5):
         layer(x).sum().backward()
-    c = layer.counters["train"]
+    c = layer.counters.train
     assert c.examples == 80
     assert c.layer == 2 * 80 * 50 * 40  # forward + weight gradient of the 50 active rows
     assert c.dense == 2 * 80 * 1000 * 40
@@ -129,8 +135,10 @@ def test_counters_count_layer_hashing_and_rebuilds():
     assert c.rebuilds == 2
     assert c.rebuild == 2 * 1000 * (8 + 8 * 6 * 50)
     f = c.fractions()
-    assert f["layer"] == pytest.approx(0.05)
-    assert f["total"] == pytest.approx((c.layer + c.selection + c.rebuild) / c.dense)
+    assert f.layer == pytest.approx(0.05)
+    assert f.total == pytest.approx((c.layer + c.selection + c.rebuild) / c.dense)
+    assert f.hashing == pytest.approx((c.selection + c.rebuild) / c.dense)
+    assert layer.counters.eval.examples == 0
 
 
 def test_rebuild_schedule_thins_out():
@@ -151,15 +159,18 @@ def test_dense_and_dropout_baselines():
 
 def test_short_training_run_and_union_fraction():
     data = load("mnist1d", seed=0).subset_train(256)
-    h = H.hashing_experiment(method="lsh", active_fraction=0.05, width=200, epochs=1, batch_size=64, data=data,
+    h = H.experiment(method="lsh", active_fraction=0.05, width=200, epochs=1, batch_size=64, data=data,
                              seed=0, callbacks=[StopAfterSteps(3)])
     assert len(h) == 1 and h.steps == 3 and 0.0 <= h.val_acc[0] <= 1.0
     model = h.config["model"]
     u = H.union_fractions(model, data.x_val[:128], batch_sizes=(1, 64))
-    assert u[1] == pytest.approx(10 / 200)
-    assert u[1] < u[64] <= 1.0
+    assert u.at(1) == pytest.approx(10 / 200) and u.kept == pytest.approx(0.05)
+    assert u.at(1) < u.at(64) <= 1.0
     ov = H.overlap_with_topk(model, data.x_val[:64])
-    assert 0.0 <= ov["overlap"] <= 1.0 and ov["chance"] == pytest.approx(0.05)
+    assert 0.0 <= ov.overlap <= 1.0 and ov.chance == pytest.approx(0.05) and 0.0 <= ov.activation_captured <= 1.0
+    pools = H.overlap_vs_pool(model, data.x_val[:64], pool_dims=(2, 8, 99))
+    assert [p.pool_dim for p in pools] == [2, 8]  # 99 > n_in is skipped
+    assert pools[1].hash_cost == pytest.approx((8 + 8 * 6 * 50) / (40 * 200))
 
 
 @pytest.mark.parametrize("K,L", [(0, 10), (6, 0), (-1, 5), (6, -3), (2.5, 4)])
@@ -196,9 +207,112 @@ def test_other_bad_input():
         lsh.topk_by_counts(torch.zeros(2, 5), 6)
 
 
-def test_exercise_checks(capsys):
-    assert H.check_bit_collision(2 / 3) and not H.check_bit_collision(0.5)
-    assert H.check_bucket_collision((2 / 3) ** 6) and not H.check_bucket_collision(2 / 3)
-    assert H.check_hash_mults(2400) and not H.check_hash_mults(300)
-    assert H.check_union_fraction(1 - 0.95**64) and not H.check_union_fraction(0.05)
-    assert "Correct" in capsys.readouterr().out
+# --- the from-scratch reference (numpy) ------------------------------------------------------------------------
+def test_reference_simhash_is_the_core_simhash_bit_for_bit():
+    h = lsh.SimHash(7, K=5, L=4, seed=3)
+    x = torch.randn(30, 7, dtype=torch.float64)
+    planes = h.planes.double().T.reshape(4, 5, 7).numpy()  # core: (dim, L*K), bit b of table t = column t*K + b
+    assert np.array_equal(reference.simhash(x.numpy(), planes), h.codes(x).numpy())
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_reference_lookup_equals_the_csr_tables(seed):
+    rng = np.random.default_rng(seed)
+    units, queries = rng.integers(0, 16, (70, 9)), rng.integers(0, 16, (11, 9))
+    counts, active = reference.active_units(units, queries, 6)
+    csr = lsh.BucketTables(4, 9).build(torch.as_tensor(units)).query_counts(torch.as_tensor(queries))
+    assert np.array_equal(counts, csr.numpy())
+    assert np.array_equal(active, lsh.topk_by_counts(csr, 6, tie_break="index").numpy())  # same tie rule, most first
+
+
+def test_sampled_layer_from_scratch_equals_torch_dense_restricted():
+    rng = np.random.default_rng(0)
+    x, w, b = rng.standard_normal((6, 12)), rng.standard_normal((30, 12)), rng.standard_normal(30)
+    active = np.argsort(rng.random((6, 30)), axis=1)[:, :5]
+    out, cache = reference.sampled_forward(x, w, b, active)
+    mask = torch.zeros(6, 30, dtype=torch.float64).scatter(1, torch.as_tensor(active), 1.0)
+    xt, wt, bt = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    ref = torch.relu(xt @ wt.T + bt) * mask
+    np.testing.assert_allclose(out, ref.detach().numpy(), atol=1e-12)
+    g = rng.standard_normal((6, 30))
+    (ref * torch.as_tensor(g)).sum().backward()
+    dx, dw, db = reference.sampled_backward(g, cache)
+    for mine, theirs in ((dx, xt), (dw, wt), (db, bt)):
+        np.testing.assert_allclose(mine, theirs.grad.numpy(), atol=1e-12)
+    unused = np.setdiff1d(np.arange(30), active)
+    assert np.all(dw[unused] == 0) and np.all(db[unused] == 0)
+
+
+def test_lsh_picker_finds_a_unit_from_its_own_weights_and_rehashes_on_schedule():
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((300, 16))
+    calls = []
+
+    def counting_simhash(x, planes):
+        calls.append(len(x))
+        return reference.simhash(x, planes)
+
+    pick = reference.LshPicker(16, 300, 6, K=6, L=20, pool_dim=16, rng=rng, simhash=counting_simhash,
+                               schedule=lsh.RebuildSchedule(first=2, growth=2.0))
+    active = pick(w[[5, 77]], w, step=0)
+    assert 5 in active[0] and 77 in active[1] and active.shape == (2, 6)
+    assert calls == [300, 2]  # the units hashed once, then the queries
+    for step in (1, 2, 3):
+        pick(w[:1], w, step=step)
+    assert calls.count(300) == 2  # rebuilt at steps 0 and 2 only
+    assert pick.mults_query == 16 * 6 * 20 + 16 and pick.mults_rehash == 300 * pick.mults_query
+    r = reference.RandomPicker(300, 6, rng=rng)(w[:4], w)
+    assert r.shape == (4, 6) and all(len(set(row)) == 6 for row in r.tolist())
+
+
+def test_scratch_experiment_trains_and_lsh_beats_chance_overlap():
+    data = load("mnist1d", seed=0).subset_train(512)
+    run = H.scratch_experiment(data, picker="lsh", width=200, epochs=2, seed=0)
+    rnd = H.scratch_experiment(data, picker="random", width=200, epochs=1, seed=0)
+    assert run.k == 10 and len(run.val_acc) == 2 and run.chance == pytest.approx(0.05)
+    assert run.val_acc[-1] > 0.15 and run.overlap >= 2 * run.chance  # the pick is far from random
+    assert abs(rnd.overlap - rnd.chance) < 0.05
+    assert run.code == "the library's reference" and rnd.code == "a random draw (no hashing)"
+    mine = H.scratch_experiment(data, picker="lsh", width=200, simhash=lambda x, p: reference.simhash(x, p), seed=0)
+    assert mine.code == "your simhash" and mine.val_acc[0] == run.val_acc[0]
+    again = H.scratch_experiment(data, picker="lsh", width=200, epochs=2, seed=0)
+    assert again.val_acc == run.val_acc and again.overlap == run.overlap  # deterministic from the seed
+    with pytest.raises(ValueError, match="picker"):
+        H.scratch_experiment(data, picker="topk")
+
+
+def test_lazy_adam_moves_only_the_given_rows():
+    p = np.ones((4, 3))
+    opt = H._LazyAdam([p], lr=0.1)
+    opt.step([np.ones((4, 3))], [np.array([1, 3])])
+    assert np.all(p[[0, 2]] == 1.0) and np.allclose(p[[1, 3]], 0.9)
+
+
+def test_plots_render():
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    matplotlib.use("Agg")
+    rates = H.collision_rates(np.radians([30, 90]), n_pairs=20, K=3, L=4, seed=0)
+    assert len(plots.plot_collisions(rates).axes) == 2
+    run, dense = _run("lsh", 0.05, 0.3, (0.05, 0.02, 0.01)), _run("dense", 1.0, 0.5, (1.0, 0.0, 0.0))
+    assert len(plots.plot_sweep([dense, run]).axes) == 2
+    plt.close("all")
+    line = H.results_table([run]).splitlines()[2]
+    assert "8.0%" in line and "3.0%" in line  # total, and hashing = selection + rebuilds
+
+
+def _run(method, fraction, acc, mults):
+    return H.RunResult(method, fraction, acc, acc, 1.0, 1.0, H.MultFractions(*mults), None, torch.nn.Linear(1, 1))
+
+
+def test_claims_table_reads_the_runs():
+    rows = [_run("dense", 1.0, 0.5, (1.0, 0.0, 0.0)), _run("lsh", 0.05, 0.495, (0.05, 0.03, 0.01)),
+            _run("random", 0.05, 0.3, (0.05, 0.0, 0.0))]
+    t = H.Timing(times=[0.002], warmup_times=[], device="cpu")
+    timings = H.StepTimings(dense=t, per_example=H.Timing(times=[0.001], warmup_times=[], device="cpu"), union=t)
+    scratch = H.ScratchRun("lsh", 0.05, 50, [0.3, 0.35], 0.4, 0.05, 1.0)
+    c = H.claims(rows, H.Overlap(0.3, 0.05, 0.6), timings, scratch)
+    holds = [r.holds for r in c.rows]
+    assert holds == [True, True, True, True, True, True, None]
+    assert "9.0% of dense" in c.rows[0].measured and "0.5 points lost" in c.rows[1].measured

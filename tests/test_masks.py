@@ -1,4 +1,5 @@
-"""lessons_lib.masks: bad input, p = 0, keep rates (binomial tests), stated quantization, independence."""
+"""Lesson 04's mask generators (binomial_bottleneck.reference): bad input, p = 0, keep rates (binomial tests)
+against the stated quantization (binomial_bottleneck.lab.keep_probability), independence, reproducibility."""
 
 import math
 
@@ -6,19 +7,24 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest, chisquare
 
-from lessons_lib.masks import (
-    AUTO_TOLERANCE,
-    MASK_METHODS,
+from lessons_lib.binomial_bottleneck.lab import AUTO_TOLERANCE, MASK_METHODS, keep_probability
+from lessons_lib.binomial_bottleneck.reference import (
+    MASKS,
     auto_method,
     bernoulli_mask,
-    keep_probability,
+    bits_mask,
     random_bytes,
+    uint8_mask,
 )
 from lessons_lib.seeds import numpy_rng
 
 SEEDS = (0, 1, 2)
-CASES = [(m, p) for m in MASK_METHODS for p in (0.1, 0.5, 0.8) if m != "bits" or p == 0.5] + [("auto", 0.2),
-                                                                                              ("auto", 0.75)]
+CASES = [(m, p) for m in MASKS for p in (0.1, 0.5, 0.8) if m != "bits" or p == 0.5] + [("auto", 0.2),
+                                                                                       ("auto", 0.75)]
+
+
+def test_the_stated_methods_are_the_generators():
+    assert set(MASK_METHODS) == set(MASKS)
 
 
 @pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5, float("nan"), "half", None])
@@ -30,7 +36,7 @@ def test_p_outside_range_raises_naming_the_range(bad):
 def test_unknown_method_lists_the_methods():
     with pytest.raises(ValueError) as e:
         bernoulli_mask((4, 4), 0.5, method="fast")
-    for m in list(MASK_METHODS) + ["auto"]:
+    for m in list(MASKS) + ["auto"]:
         assert m in str(e.value)
 
 
@@ -39,7 +45,7 @@ def test_bits_only_at_half():
         bernoulli_mask((4, 4), 0.3, method="bits", rng=0)
 
 
-@pytest.mark.parametrize("method", ["auto"] + list(MASK_METHODS))
+@pytest.mark.parametrize("method", ["auto"] + list(MASKS))
 def test_p_zero_is_all_true_and_draws_nothing(method):
     g = np.random.default_rng(5)
     before = g.bit_generator.state
@@ -56,7 +62,7 @@ def test_p_zero_is_all_true_and_draws_nothing(method):
 @pytest.mark.parametrize("method,p", CASES)
 def test_keep_rate_matches_stated_keep_probability(method, p, seed):
     n_rows, n_cols = 1024, 1024
-    m = bernoulli_mask((n_rows, n_cols), p, method=method, rng=numpy_rng(seed, stream=99), device="cpu")
+    m = bernoulli_mask((n_rows, n_cols), p, method=method, rng=numpy_rng(seed, stream=99))
     assert m.dtype == bool and m.shape == (n_rows, n_cols)
     q = keep_probability(method, p)
     assert binomtest(int(m.sum()), m.size, q).pvalue > 1e-5
@@ -71,30 +77,42 @@ def test_keep_rate_matches_stated_keep_probability(method, p, seed):
     assert not np.array_equal(m[0], m[1])
 
 
-@pytest.mark.parametrize("method", [m for m in MASK_METHODS if m != "bits"] + ["auto"])
+@pytest.mark.parametrize("method", list(MASKS) + ["auto"])
 def test_stated_quantization_is_honest(method):
     res = AUTO_TOLERANCE if method == "auto" else MASK_METHODS[method].resolution
     for p in np.linspace(0.001, 0.999, 397):
+        if method == "bits":
+            continue
         q = keep_probability(method, float(p))
         assert abs(q - (1 - p)) <= res + 1e-15, (method, p, q)
 
 
 def test_uint8_quantization_is_real_and_measurable():
-    assert keep_probability("uint8", 0.1) == 230 / 256
+    assert keep_probability("uint8", 0.1) == 230 / 256  # t = round(25.6) = 26 bytes dropped
     m = bernoulli_mask(1 << 22, 0.1, method="uint8", rng=numpy_rng(0, stream=5))
     assert binomtest(int(m.sum()), m.size, 230 / 256).pvalue > 1e-5
     assert binomtest(int(m.sum()), m.size, 0.9).pvalue < 1e-6  # 0.9 itself is rejected: 1/256 steps
 
 
-def test_refine_is_exact_where_uint8_is_not():
-    p = 0.1
-    m = bernoulli_mask(1 << 22, p, method="refine", rng=numpy_rng(1, stream=6))
+def test_uint8_mask_keeps_exactly_the_bytes_at_or_above_the_threshold():
+    class Stream:  # a generator whose bytes are every value 0..255 once
+        def bytes(self, n):
+            return np.arange(256, dtype=np.uint8)[:n].tobytes()
+
+    for p in (0.0, 0.1, 0.5, 0.999):
+        t = round(256 * p)
+        assert int(uint8_mask(256, p, Stream()).sum()) == max(256 - t, 0)
+    assert not uint8_mask(16, 0.9999, np.random.default_rng(0)).any()  # t = 256: no byte is that large
+
+
+def test_exact_is_exact_where_uint8_is_not():
+    m = bernoulli_mask(1 << 22, 0.1, method="exact", rng=numpy_rng(1, stream=6))
     assert binomtest(int(m.sum()), m.size, 0.9).pvalue > 1e-5
 
 
 def test_auto_choices():
     assert auto_method(0.5) == "bits"
-    assert auto_method(0.75) == "uint8"  # 256 * 0.25 = 64: exact with one byte
+    assert auto_method(0.75) == "uint8"  # 256 * 0.75 = 192: exact with one byte
     assert auto_method(0.1) == "uint16"
     for p in (0.1, 0.2, 0.8, 0.3, 0.999):
         assert abs(keep_probability("auto", p) - (1 - p)) <= 2**-16
@@ -113,12 +131,16 @@ def test_reproducible_and_follows_global_seed():
     e = bernoulli_mask((64, 64), 0.3, method="binomial")
     np.random.seed(11)
     assert np.array_equal(e, np.random.binomial(1, 0.7, (64, 64)).astype(bool))  # exactly the seed's call
+    rs = np.random.RandomState(4)
+    assert np.array_equal(bernoulli_mask(50, 0.3, "binomial", rs),
+                          np.random.RandomState(4).binomial(1, 0.7, 50).astype(bool))
 
 
 def test_shapes_and_random_bytes():
     assert bernoulli_mask(10, 0.5, rng=0).shape == (10,)
     assert bernoulli_mask((3, 0), 0.5, rng=0).shape == (3, 0)
     assert bernoulli_mask((2, 3, 5), 0.25, rng=0).shape == (2, 3, 5)
+    assert bits_mask((7, 9), np.random.default_rng(0)).shape == (7, 9)  # 63 bits: the 64th is trimmed
     b = random_bytes(np.random.default_rng(0), 1 << 20)
     counts = np.bincount(b, minlength=256)
     assert b.dtype == np.uint8 and len(b) == 1 << 20

@@ -1,4 +1,5 @@
-"""Lesson 07 (precision): formats, rounding, lost updates, loss scaling, and the clear errors."""
+"""Lesson 07 (precision): formats, rounding, lost updates, loss scaling, the experiments, and the clear errors.
+The checks of the learner's code are tested in test_precision_checks.py."""
 
 import math
 
@@ -6,41 +7,60 @@ import pytest
 import torch
 
 from lessons_lib.data import load
-from lessons_lib.precision import lab as P
+from lessons_lib.history import History
+from lessons_lib.precision import formats as F
+from lessons_lib.precision import hypotheses as H
+from lessons_lib.precision import lab as L
+from lessons_lib.precision import plots
+from lessons_lib.precision import reference as R
+
+BF16 = torch.bfloat16
 
 
 # --- names, formats, bad input -------------------------------------------------------------------
 def test_dtype_names_and_sizes():
-    assert [P.bytes_per_param(n) for n in P.DTYPES] == [8, 4, 2, 2]
-    assert P.dtype_name(torch.bfloat16) == "bf16" and P.dtype_name("half") == "fp16"
-    assert P.spacing_at_one("bf16") == 2.0**-7 and P.spacing_at_one("fp16") == 2.0**-10
+    assert [F.bytes_per_param(n) for n in F.DTYPES] == [8, 4, 2, 2]
+    assert F.dtype_name(torch.bfloat16) == "bf16" and F.dtype_name("half") == "fp16"
+    assert F.spacing_at_one("bf16") == 2.0**-7 and F.spacing_at_one("fp16") == 2.0**-10
+    assert [R.fraction_bits(F.to_dtype(n)) for n in F.DTYPES] == [52, 23, 7, 10]
 
 
 def test_unknown_dtype_names_the_choices():
     with pytest.raises(ValueError, match="fp64, fp32, bf16, fp16"):
-        P.dtype_name("fp8")
+        F.dtype_name("fp8")
     with pytest.raises(ValueError, match="float types"):
-        P.dtype_name(torch.int8)
+        F.dtype_name(torch.int8)
 
 
 def test_unsupported_dtype_on_device_says_what_is_supported():
-    with pytest.raises(P.UnsupportedDtypeError, match=r"Supported there in mode 'autocast': bf16, fp16"):
-        P.require_dtype("fp64", "cpu", mode="autocast")
-    with pytest.raises(P.UnsupportedDtypeError, match="MPS has no float64|no MPS device here"):
-        P.require_dtype("fp64", "mps")
-    with pytest.raises(P.UnsupportedDtypeError, match="16-bit"):
-        P.train_precision(dtype="fp32", mode="stored", epochs=1)  # raised before any training
+    with pytest.raises(F.UnsupportedDtypeError, match=r"Supported there in mode 'autocast': bf16, fp16"):
+        F.require_dtype("fp64", "cpu", mode="autocast")
+    with pytest.raises(F.UnsupportedDtypeError, match="MPS has no float64|no MPS device here"):
+        F.require_dtype("fp64", "mps")
+    with pytest.raises(F.UnsupportedDtypeError, match="16-bit"):
+        L.train_precision(dtype="fp32", mode="stored", epochs=1)  # raised before any training
     with pytest.raises(ValueError, match="mode='stored'"):
-        P.train_precision(dtype="bf16", mode="pure", rounding="stochastic", epochs=1)
-    assert P.supported_dtypes("cpu") == ["fp64", "fp32", "bf16", "fp16"]
+        L.train_precision(dtype="bf16", mode="pure", rounding="stochastic", epochs=1)
+    assert F.supported_dtypes("cpu") == ["fp64", "fp32", "bf16", "fp16"]
 
 
-def test_lost_update_round_to_nearest_even():
-    assert P.lost_update(1.0, 0.003, "bf16")  # below half the gap 2^-8
-    assert not P.lost_update(1.0, 0.003, "fp32")
-    assert P.lost_update(1.0, 2.0**-8, "bf16")  # a tie: rounds to the even neighbour, 1.0
-    assert not P.lost_update(1.0, 2.0**-7, "bf16")
-    assert not P.lost_update(1.0, 0.0, "bf16")  # no update, nothing lost
+def _lost(w: float, u: float, dtype: torch.dtype) -> int:
+    return R.count_lost_updates(torch.tensor([w], dtype=dtype), torch.tensor([u]), dtype)
+
+
+def test_count_lost_updates_round_to_nearest_even():
+    assert _lost(1.0, 0.003, BF16) == 1  # below half the gap 2^-8
+    assert _lost(1.0, 0.003, torch.float32) == 0
+    assert _lost(1.0, 2.0**-8, BF16) == 1  # a tie: rounds to the even neighbour, 1.0
+    assert _lost(1.0 + 2**-7, 2.0**-8, BF16) == 0  # a tie again, but the even neighbour is the next one
+    assert _lost(1.0, -0.003, BF16) == 0  # below a power of two the gap is half as large
+    assert _lost(1.0, 2.0**-7, BF16) == 0
+    assert _lost(1.0, 0.0, BF16) == 0  # no update, nothing lost
+    w = torch.tensor([1.0, 1.0, 2.0, 4.0], dtype=BF16)
+    u = torch.tensor([0.001, 0.0, 0.001, 0.1])
+    assert R.count_lost_updates(w, u, BF16) == 2 and R.lost_share(w, u, BF16) == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="same shape"):
+        R.count_lost_updates(w, u[:2], BF16)
 
 
 # --- rounding from scratch -----------------------------------------------------------------------
@@ -48,8 +68,8 @@ def test_lost_update_round_to_nearest_even():
 def test_neighbours_bracket_and_match_the_format(dtype):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(5000, generator=g) * torch.logspace(-9, 3, 5000)
-    lo, hi = P.neighbours(x, dtype)
-    dt = P.DTYPES[dtype]
+    dt = F.DTYPES[dtype]
+    lo, hi = R.neighbours(x, dt)
     assert torch.all(lo <= x) and torch.all(x < hi)
     assert torch.equal(lo.to(dt).float(), lo) and torch.equal(hi.to(dt).float(), hi)  # both representable
     nearest = x.to(dt).float()
@@ -60,38 +80,39 @@ def test_neighbours_bracket_and_match_the_format(dtype):
 @pytest.mark.parametrize("dtype", ["bf16", "fp16"])
 def test_stochastic_rounding_is_unbiased(seed, dtype):
     vals = (1.001, 0.1 + 1e-4, -2.7182818, 3e-6) if dtype == "fp16" else (1.001, 1.003, 0.1 + 1e-4, -2.7182818)
-    res = P.check_unbiased(vals, dtype=dtype, draws=20000, seed=seed)
+    res = H.measure_unbiased(vals, dtype=dtype, draws=20000, seed=seed)
     assert res.z < 4.5  # mean within 4.5 standard errors of the value
-    assert res.nearest_bias > 1e-4  # while round-to-nearest is off by a fixed amount
+    assert res.nearest_error > 1e-4  # while round-to-nearest is off by a fixed amount
 
 
 def test_stochastic_round_only_picks_neighbours_and_keeps_exact_values():
     g = torch.Generator().manual_seed(3)
     x = torch.tensor([1.0, 0.5, 1.001, -3.3, 0.0])
-    lo, hi = P.neighbours(x, "bf16")
+    lo, hi = R.neighbours(x, BF16)
     for _ in range(20):
-        r = P.stochastic_round(x, "bf16", generator=g).float()
+        r = R.stochastic_round(x, BF16, generator=g).float()
         assert torch.all((r == lo) | (r == hi))
-    assert P.stochastic_round(x, "bf16", generator=g)[:2].tolist() == [1.0, 0.5]
-    assert P.stochastic_round(torch.tensor([math.inf]), "fp16").item() == math.inf
+    assert R.stochastic_round(x, BF16, generator=g)[:2].tolist() == [1.0, 0.5]
+    assert R.stochastic_round(torch.tensor([math.inf]), torch.float16).item() == math.inf
+    assert R.stochastic_round_bf16(x, g).dtype == BF16
     with pytest.raises(ValueError, match="float32/float64"):
-        P.stochastic_round(torch.ones(2, dtype=torch.bfloat16))
+        R.stochastic_round(torch.ones(2, dtype=torch.bfloat16), BF16)
 
 
 def test_flip_lowest_bit_is_tiny_and_reversible():
     m = torch.nn.Linear(10, 10)
     w0 = m.weight.detach().clone()
-    P.flip_lowest_bit_(m)
+    L.flip_lowest_bit_(m)
     rel = ((m.weight - w0).norm() / w0.norm()).item()
     assert 0 < rel < 3e-7
-    P.flip_lowest_bit_(m)
+    L.flip_lowest_bit_(m)
     assert torch.equal(m.weight, w0)
 
 
 # --- speed table ---------------------------------------------------------------------------------
 def test_dtype_table_rows():
-    t = P.dtype_table(["cpu"], n=128, repeats=3)
-    assert [r.dtype for r in t.rows] == list(P.DTYPES)
+    t = F.dtype_table(["cpu"], n=128, repeats=3)
+    assert [r.dtype for r in t.rows] == list(F.DTYPES)
     assert all(r.gflops > 0 for r in t.rows)
     assert t.get("cpu", "fp32").vs_fp32 == 1.0 and t.get("cpu", "fp32").verdict == "reference"
     assert "hardware units" in str(t) and "<table>" in t._repr_html_()
@@ -105,9 +126,9 @@ def data():
 
 def test_lost_updates_by_dtype(data):
     kw = dict(data=data, epochs=2, width=64, seed=0)
-    r32 = P.train_precision(dtype="fp32", **kw)
-    r16 = P.train_precision(dtype="bf16", **kw)
-    ra = P.train_precision(dtype="bf16", mode="autocast", **kw)
+    r32 = L.train_precision(dtype="fp32", **kw)
+    r16 = L.train_precision(dtype="bf16", **kw)
+    ra = L.train_precision(dtype="bf16", mode="autocast", **kw)
     assert r32.lost_share < 0.01 and ra.lost_share < 0.01  # fp32 weights keep their updates
     assert r16.lost_share > 0.1  # bf16 weights lose many
     assert set(r16.lost_by_layer) == set(ra.lost_by_layer) == {"0.weight", "0.bias", "2.weight", "2.bias",
@@ -119,22 +140,22 @@ def test_lost_updates_by_dtype(data):
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_stochastic_rounding_rescues_a_stalled_run(seed, data):
-    sr = P.sr_recovery(epochs=4, width=64, seed=seed, data=data)
-    assert sr.runs["nearest"].lost_share > 0.5
+    sr = H.sr_recovery(epochs=4, width=64, seed=seed, data=data)
+    assert sr.nearest.lost_share > 0.5
     assert sr.nearest_share() < 0.6  # round-to-nearest gets a fraction of fp32's progress
     assert sr.recovered() > 0.85  # stochastic rounding gets (nearly) all of it
 
 
 def test_fp16_adam_collapses_because_eps_underflows(data):
     assert torch.tensor(1e-8, dtype=torch.float16).item() == 0.0
-    r = P.train_precision(dtype="fp16", optimizer="adam", lr=1e-3, epochs=1, data=data, width=32, seed=0)
+    r = L.train_precision(dtype="fp16", optimizer="adam", lr=1e-3, epochs=1, data=data, width=32, seed=0)
     assert math.isnan(r.history.val_loss[-1])
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_fp16_backward_underflows_without_loss_scaling(seed, data):
-    r = P.train_precision(dtype="fp32", epochs=4, data=data, seed=seed, measure_lost=False)
-    u = P.gradient_underflow(r.model, data)
+    r = L.train_precision(dtype="fp32", epochs=4, data=data, seed=seed, measure_lost=False)
+    u = H.gradient_underflow(r.model, data)
     assert u.by_scale[1.0] > 0.001
     assert u.by_scale[1024.0] < 0.5 * u.by_scale[1.0]
     assert u.by_layer[1.0]["4"] > u.by_layer[1.0]["0"]  # the output layer's signal is the smallest
@@ -148,11 +169,12 @@ def test_loss_scaler_matches_torch_grad_scaler():
     ys = [torch.randint(0, 4, (8,)) for _ in range(6)]
     kw = dict(init_scale=2.0**30, growth=2.0, backoff=0.5, interval=2)  # 2^30 overflows fp16: a skip first
 
-    ours = P.PrecisionModel(copy_of(base), torch.float16)
+    ours = L.PrecisionModel(copy_of(base), torch.float16)
     opt1 = torch.optim.SGD(ours.parameters(), lr=0.1, momentum=0.9)
-    scaler = P.DynamicLossScaler(**kw)
+    scaling = L.LossScaling(R.LossScaler(**kw))
+    scaler = scaling.scaler
     ours.scaler = scaler
-    handle = opt1.register_step_pre_hook(scaler._pre_step)
+    handle = opt1.register_step_pre_hook(scaling.pre_step)
     for x, y in zip(xs, ys):
         opt1.zero_grad(set_to_none=True)
         torch.nn.functional.cross_entropy(ours(x), y).backward()
@@ -179,7 +201,7 @@ def test_loss_scaler_matches_torch_grad_scaler():
 
 
 def test_loss_scaler_inside_fit(data):
-    r = P.train_precision(dtype="fp16", mode="autocast", loss_scaling=True, epochs=2, width=64, data=data, seed=0)
+    r = L.train_precision(dtype="fp16", mode="autocast", loss_scaling=True, epochs=2, width=64, data=data, seed=0)
     assert r.loss_scale_skipped is not None and r.val_acc > 0.2
 
 
@@ -189,29 +211,66 @@ def copy_of(m):
     return copy.deepcopy(m)
 
 
-# --- chaos, claims, exercises --------------------------------------------------------------------
-def test_claims_and_chaos_smoke():
-    runs = P.compare_dtypes(epochs=1, width=32, measure_lost=True)
+# --- the survey with a lost-update counter, stochastic rounding passed in, chaos, claims, figures -------------
+def test_lost_update_survey_counts_one_step_with_the_given_counter(data):
+    r = L.train_precision(dtype="fp32", epochs=2, width=32, data=data, seed=0, measure_lost=False)
+    calls = []
+
+    def counter(w, u, dtype):
+        calls.append(dtype)
+        return R.count_lost_updates(w, u, dtype)
+
+    s = H.lost_update_survey(r.model, data, count=counter)
+    assert s.settings == ["sgd lr 0.05", "adam lr 0.0001"] and s.dtypes == ["fp32", "bf16", "fp16"]
+    assert len(calls) == 2 * 3 * 6 and s.layers[0] == "0.weight"
+    assert s.share("adam lr 0.0001", "fp32") < 0.01 < 0.5 < s.share("adam lr 0.0001", "bf16")
+    row = s.row("adam lr 0.0001", "bf16", "4.bias")
+    assert row.median_u == pytest.approx(1e-4, rel=1e-3)  # Adam's first step: about lr for every weight
+    assert "median|u|" in str(s)
+    with pytest.raises(KeyError, match="no survey row"):
+        s.share("sgd lr 1", "bf16")
+
+
+def test_stochastic_rounding_function_is_passed_through(data):
+    calls = []
+
+    def mine(x, generator):
+        calls.append(x.dtype)
+        return R.stochastic_round_bf16(x, generator)
+
+    sr = H.sr_recovery(epochs=1, width=32, seed=0, data=data, stochastic=mine)
+    steps = sr.stochastic.history.steps
+    assert len(calls) == 6 * (steps + 1) and set(calls) == {torch.float32}  # 6 tensors, at start and every step
+    u = H.measure_unbiased(draws=500, stochastic=mine)
+    assert len(u.mean) == 4 and u.draws == 500
+
+
+def test_experiment_is_the_panels(data):
+    h = L.experiment(device="cpu", callbacks=[], dtype="bf16", mode="stored", rounding="stochastic", epochs=1,
+                     width=32)
+    assert isinstance(h, History) and h.config["rounding"] == "stochastic"
+
+
+def test_claims_chaos_and_figures_smoke():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    runs = L.compare_dtypes(epochs=1, width=32, measure_lost=True)
     assert [r.label for r in runs][:4] == ["fp64 pure", "fp32 pure", "bf16 pure", "fp16 pure"]
     d = load("mnist1d")
-    chaos = P.perturbation_spread(seeds=[0, 1], epochs=1, width=32)
+    chaos = H.perturbation_spread(seeds=[0, 1], epochs=1, width=32)
     assert chaos.initial_distance < 3e-7 and len(chaos.acc) == 2
-    c = P.claims(P.dtype_table(["cpu"], n=128, repeats=2), runs, P.gradient_underflow(runs[1].model, d),
-                 P.sr_recovery(epochs=1, width=32, data=d), chaos, P.check_unbiased(draws=2000))
+    table = F.dtype_table(["cpu"], n=128, repeats=2)
+    sr = H.sr_recovery(epochs=1, width=32, data=d)
+    survey = H.lost_update_survey(runs[1].model, d)
+    c = L.claims(table, runs, survey, H.measure_unbiased(draws=2000), sr, H.gradient_underflow(runs[1].model, d),
+                 chaos)
     assert len(c.rows) == 10 and all(r.holds in (True, False) for r in c.rows)
-
-
-def test_exercise_checks(capsys):
-    assert P.check_fp16_epsilon(0.0)
-    assert not P.check_fp16_epsilon(1e-8)
-    assert P.check_bf16_spacing(2**-7)
-    assert not P.check_bf16_spacing(2**-8)
-    assert P.check_round_up_probability(0.128)
-    assert not P.check_round_up_probability(0.5)
-    assert not P.check_round_up_probability(None)
-    assert "Not yet" in capsys.readouterr().out
+    assert "counted" in str(c)
+    for fig in (plots.dtype_speed(table), plots.runs(runs), plots.sr_rescue(sr), plots.chaos(chaos)):
+        assert fig.axes
 
 
 def test_unknown_device_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown device 'tpu'"):
-        P.require_dtype("fp32", "tpu")
+        F.require_dtype("fp32", "tpu")

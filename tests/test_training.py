@@ -4,7 +4,7 @@ import torch
 from lessons_lib import data, models, seeds, training
 from lessons_lib.callbacks import Callback, StopAfterSteps
 from lessons_lib.device import available_devices
-from lessons_lib.early_stopping.lab import EarlyStopping
+from lessons_lib.early_stopping.reference import EarlyStopping
 
 
 def small(seed=0):

@@ -1,31 +1,44 @@
-"""Lesson 01 — capacity: underfitting, overfitting, and representational vs effective capacity.
+"""Lesson 01 · the apparatus: the polynomial and width sweeps, the random-label run, the panel, the claims table
+and the figures. The from-scratch pieces (the least-squares fit, random labels) are in ``reference.py``; every
+sweep takes the learner's version as an argument.
 
 Seed 004: "Models with high capacity tend to overfit; models with low capacity tend to underfit."
 Representational capacity is what a model *could* fit; effective capacity is what training finds in
 practice. The experiment of Zhang et al. (2017) makes it concrete: the same network that generalizes
-on true labels also memorizes labels drawn at random, which no model can generalize.
+on true labels also memorizes shuffled training labels, which no model can generalize.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from functools import partial
 
 import numpy as np
+import torch
 
 from ..callbacks import Callback
 from ..claims import Claims
-from ..data import load
-from ..exercises import check
+from ..data import Splits, load
 from ..models import count_parameters, mlp
 from ..seeds import numpy_rng, seed_everything
 from ..training import History, fit
+from . import reference
 
 CHANCE = 0.1  # ten classes
 FEATURES = {"digits": 64, "mnist1d": 40}
+Relabel = Callable[[np.ndarray, np.random.Generator], np.ndarray]  # random_labels(y, rng) -> new labels
+Fit = Callable[..., tuple[np.ndarray, float, float]]  # fit_polynomial(x, y, x_val, y_val, degree)
 
 
-def capacity_experiment(
+def with_random_train_labels(data: Splits, relabel: Relabel, seed: int) -> Splits:
+    """``data`` with its training labels replaced by ``relabel(y_train, rng)``; validation and test keep their
+    true labels, so they measure what the memorized labels say about real inputs (Zhang et al. 2017)."""
+    y = relabel(data.y_train.numpy().copy(), numpy_rng(seed, stream=7))
+    return replace(data, name=data.name + "+random-labels", y_train=torch.as_tensor(np.asarray(y), dtype=torch.int64))
+
+
+def experiment(
     *,
     device: str = "cpu",
     callbacks: Sequence[Callback] = (),
@@ -37,18 +50,22 @@ def capacity_experiment(
     lr: float = 1e-3,
     batch_size: int = 64,
     seed: int | None = None,
+    relabel: Relabel = reference.random_labels,
 ) -> History:
     """Train an MLP of ``depth`` hidden layers of ``width`` units on ``dataset`` with ``labels`` "true" or
-    "random"; train accuracy is measured in eval mode on the whole training set (``eval_train``)."""
+    "random" (training labels from ``relabel``); train accuracy is measured in eval mode on the whole training
+    set (``eval_train``)."""
     if labels not in ("true", "random"):
         raise ValueError(f"labels must be 'true' or 'random', got {labels!r}")
     seed = seed_everything(seed)
     data = load(dataset, seed=seed)
     if labels == "random":
-        data = data.with_random_labels(seed)
+        data = with_random_train_labels(data, relabel, seed)
     model = mlp(data.n_features, [width] * depth, data.n_classes)
     return fit(model, data, epochs=epochs, lr=lr, batch_size=batch_size, device=device, callbacks=callbacks,
                seed=seed, eval_train=True, config={"width": width, "depth": depth, "labels": labels})
+
+
 
 
 @dataclass
@@ -77,25 +94,43 @@ def width_sweep(
     """Train one MLP per width for ``epochs``; report final train (eval mode) and val accuracy."""
     rows = []
     for w in widths:
-        h = capacity_experiment(dataset=dataset, width=w, depth=depth, epochs=epochs, device=device, seed=seed)
+        h = experiment(dataset=dataset, width=w, depth=depth, epochs=epochs, device=device, seed=seed)
         n_params = count_parameters(mlp(FEATURES[dataset], [w] * depth, 10))
         rows.append(SweepRow(w, n_params, h.train_acc[-1], h.val_acc[-1], h))
     return rows
 
 
+@dataclass
+class Memorization:
+    """The same network trained on the true labels and on random ones (validation labels stay true)."""
+
+    true: History
+    random: History
+    n_classes: int = 10
+
+    def items(self) -> Iterator[tuple[str, History]]:
+        """("true", history), ("random", history)."""
+        yield "true", self.true
+        yield "random", self.random
+
+
 def random_labels_experiment(
     *, dataset: str = "digits", width: int = 512, depth: int = 2, epochs: int = 50, lr: float = 2e-3,
-    device: str = "cpu", seed: int | None = None,
-) -> dict[str, History]:
-    """The same network trained on the true labels and on random labels: {"true": ..., "random": ...}."""
-    return {lab: capacity_experiment(dataset=dataset, width=width, depth=depth, labels=lab, epochs=epochs, lr=lr,
-                                     device=device, seed=seed)
+    device: str = "cpu", seed: int | None = None, relabel: Relabel = reference.random_labels,
+) -> Memorization:
+    """The same network trained on the true labels and on training labels permuted by ``relabel``."""
+    runs = {lab: experiment(dataset=dataset, width=width, depth=depth, labels=lab, epochs=epochs, lr=lr,
+                            device=device, seed=seed, relabel=relabel)
             for lab in ("true", "random")}
+    return Memorization(runs["true"], runs["random"])
 
 
 @dataclass
 class PolySweep:
+    """Polynomial fits of growing degree to the same training points: coefficients and both errors per degree."""
+
     degrees: np.ndarray
+    coefs: list[np.ndarray]  # coefs[i][k] multiplies x**k for degree degrees[i]
     train_mse: np.ndarray
     val_mse: np.ndarray
     x_train: np.ndarray
@@ -113,9 +148,9 @@ def _poly_target(x: np.ndarray) -> np.ndarray:
 
 def polynomial_sweep(
     degrees: Sequence[int] = tuple(range(0, 13)), *, n_train: int = 14, n_val: int = 500, noise: float = 0.25,
-    seed: int | None = None,
+    seed: int | None = None, fit: Fit = reference.fit_polynomial,
 ) -> PolySweep:
-    """Least-squares polynomial fits (Legendre basis, stable) of ``sin(pi x)`` + Gaussian noise.
+    """Least-squares polynomial fits (``fit``: the learner's or the reference) of ``sin(pi x)`` + Gaussian noise.
 
     Capacity grows with the degree: the training error falls monotonically, the validation error
     falls (underfitting ends) and then rises (overfitting)."""
@@ -126,26 +161,23 @@ def polynomial_sweep(
     y = _poly_target(x) + noise * rng.standard_normal(n_train)
     xv = rng.uniform(-1, 1, n_val)
     yv = _poly_target(xv) + noise * rng.standard_normal(n_val)
-    tr, va = [], []
-    for d in degrees:
-        coef = np.polynomial.legendre.legfit(x, y, d)
-        tr.append(np.mean((np.polynomial.legendre.legval(x, coef) - y) ** 2))
-        va.append(np.mean((np.polynomial.legendre.legval(xv, coef) - yv) ** 2))
-    return PolySweep(np.asarray(degrees), np.asarray(tr), np.asarray(va), x, y, noise)
+    fits = [fit(x, y, xv, yv, d) for d in degrees]
+    return PolySweep(np.asarray(degrees), [np.asarray(f[0], dtype=float) for f in fits],
+                     np.array([f[1] for f in fits], dtype=float), np.array([f[2] for f in fits], dtype=float),
+                     x, y, noise)
 
 
 def poly_fit_curve(sweep: PolySweep, degree: int, n: int = 200) -> tuple[np.ndarray, np.ndarray]:
-    """(x, fitted y) of the degree-``degree`` fit to the sweep's training points, for plotting."""
-    coef = np.polynomial.legendre.legfit(sweep.x_train, sweep.y_train, degree)
+    """(x, fitted y) of the sweep's degree-``degree`` fit, for plotting."""
     xs = np.linspace(-1, 1, n)
-    return xs, np.polynomial.legendre.legval(xs, coef)
+    return xs, reference.predict(sweep.coefs[list(sweep.degrees).index(degree)], xs)
 
 
 def first_epoch_reaching(h: History, target: float) -> int | None:
     return h.first_epoch_reaching("train_acc", target)
 
 
-def claims(sweep: list[SweepRow], rand: dict[str, History], poly: PolySweep) -> Claims:
+def claims(sweep: list[SweepRow], rand: Memorization, poly: PolySweep) -> Claims:
     """The claims table of lesson 01, each verdict computed from this run's results."""
     c = Claims("01 capacity")
     small, big = sweep[0], max(sweep, key=lambda r: r.gap)
@@ -156,7 +188,7 @@ def claims(sweep: list[SweepRow], rand: dict[str, History], poly: PolySweep) -> 
     c.add("Models with high capacity tend to overfit", "seed 004",
           f"largest train-val gap {big.gap:.3f} at width {big.width}; smallest width's gap {small.gap:.3f}",
           big.gap > 0.15 and big.width > small.width)
-    r, t = rand["random"], rand["true"]
+    r, t = rand.random, rand.true
     c.add("A network can memorize random labels (high representational capacity)", "Zhang et al. 2017; lesson",
           f"train acc on random labels {r.train_acc[-1]:.3f} after {len(r)} epochs", r.train_acc[-1] >= 0.9)
     c.add("…yet cannot generalize them (validation stays at chance)", "lesson",
@@ -170,27 +202,6 @@ def claims(sweep: list[SweepRow], rand: dict[str, History], poly: PolySweep) -> 
           f"val MSE {u[0]:.3f} at degree 0, {u.min():.3f} at degree {poly.best_degree}, {u[-1]:.3g} at degree "
           f"{poly.degrees[-1]}", u.min() < u[0] and u.min() < u[-1])
     return c
-
-
-# --- exercises ---------------------------------------------------------------------------------
-def check_chance_level(answer: float) -> bool:
-    """Exercise 1: the validation accuracy expected from a model trained on random labels (10 classes)."""
-    return check(answer, CHANCE, rel_tol=0.05,
-                 praise="With random labels nothing links input to label, so any classifier scores 1 in 10.",
-                 hint="Think of guessing one of ten classes with no information at all.")
-
-
-def check_largest_gap(answer: int, sweep: list[SweepRow]) -> bool:
-    """Exercise 2: the width with the largest train-val gap in *this run's* sweep."""
-    expected = max(sweep, key=lambda r: r.gap).width
-    return check(answer, expected, praise=f"Width {expected} overfits most in this run.",
-                 hint="Compute train_acc - val_acc for each row of the sweep table.")
-
-
-def check_best_degree(answer: int, poly: PolySweep) -> bool:
-    """Exercise 3: the polynomial degree with the lowest validation error in this run."""
-    return check(answer, poly.best_degree, praise="That degree balances underfitting and overfitting here.",
-                 hint="Look for the minimum of the validation curve, not the training curve.")
 
 
 # --- figures -----------------------------------------------------------------------------------
@@ -215,13 +226,12 @@ def plot_width_sweep(sweep: list[SweepRow]):
     return fig
 
 
-def plot_random_labels(rand: dict[str, History]):
+def plot_random_labels(rand: Memorization):
     """Train and validation accuracy per epoch, true vs random labels."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
-    for lab, color in (("true", "C0"), ("random", "C3")):
-        h = rand[lab]
+    for (lab, h), color in zip(rand.items(), ("C0", "C3")):
         ax.plot(h.epoch, h.train_acc, color=color, label=f"{lab} labels: train")
         ax.plot(h.epoch, h.val_acc, color=color, ls="--", label=f"{lab} labels: validation")
     ax.axhline(CHANCE, color="gray", ls=":", label="chance")
@@ -253,8 +263,8 @@ def plot_polynomial(poly: PolySweep, show_degrees: Sequence[int] = (1, 3, 12)):
     return fig
 
 
-def make_panel():
-    """The lesson's live panel: width, depth, true/random labels, epochs."""
+def make_panel(relabel: Relabel = reference.random_labels):
+    """The lesson's live panel: width, depth, true/random labels (random ones from ``relabel``), epochs."""
     import ipywidgets as w
 
     from ..panel import LivePanel
@@ -266,4 +276,4 @@ def make_panel():
         "labels": w.ToggleButtons(options=["true", "random"], value="true", description="labels", style=style),
         "epochs": w.IntSlider(value=20, min=1, max=100, description="epochs", style=style),
     }
-    return LivePanel(capacity_experiment, knobs, title="Capacity: an MLP on MNIST-1D")
+    return LivePanel(partial(experiment, relabel=relabel), knobs, title="Capacity: an MLP on MNIST-1D")

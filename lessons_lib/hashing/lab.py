@@ -1,9 +1,13 @@
-"""Lesson 09 — randomized hashing: let locality-sensitive hashing (LSH) pick the neurons likely to fire.
+"""Lesson 09 — randomized hashing: the apparatus (experiments, the PyTorch sampled layer, sweeps, claims, panel).
 
 Seed 003 (Spring & Shrivastava, "Scalable and Sustainable Deep Learning via Randomized Hashing"): hash
 every neuron's weight vector into L tables of K-bit signed-random-projection codes (SimHash); for an
 input, look up its own bucket in each table, rank the neurons by how many tables returned them, and
 compute only the top fraction. The claim: about 5% of the multiplications, no loss of accuracy.
+
+The idea from scratch (numpy, the learner's own ``simhash`` and ``active_units`` plug in) is
+:mod:`lessons_lib.hashing.reference`; :func:`collision_rates` and :func:`scratch_experiment` run it. The fast
+PyTorch layer :class:`SampledHidden` and the sweeps use the CSR tables of core :mod:`lessons_lib.lsh`.
 
 What this module follows from the authors' released code (github.com/rdspring1/LSH_DeepLearning):
 SimHash with K = 6 bits and L = 100 tables, hidden width 1000, inputs and weights mean-pooled to a few
@@ -19,54 +23,199 @@ Units: "multiplications" are scalar multiplications (a dot product of length d c
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 from torch import nn
 
 from ..callbacks import Callback
 from ..claims import Claims
 from ..data import Splits, load
 from ..device import pick_device
-from ..exercises import check
-from ..lsh import (
-    LshIndex,
-    RebuildSchedule,
-    SimHash,
-    check_active_fraction,
-    topk_by_counts,
-    units_kept,
+from ..lsh import LshIndex, RebuildSchedule, check_active_fraction, topk_by_counts, units_kept
+from ..numpy_layers import (
+    linear_backward,
+    linear_forward,
+    softmax_cross_entropy_backward,
+    softmax_cross_entropy_forward,
 )
-from ..seeds import get_seed, seed_everything, torch_generator
+from ..seeds import get_seed, numpy_rng, seed_everything, torch_generator
 from ..timing import Timing, time_it
 from ..training import History, evaluate, fit
+from . import reference
+from .reference import LookupFn, SimHashFn
 
 SELECTORS = ("lsh", "random", "topk", "dense", "dropout")
 MODES = ("per_example", "union")
 
 
-# --- SimHash statistics ----------------------------------------------------------------------------
-def simhash_collision_rates(angles: Sequence[float], *, dim: int = 32, n_pairs: int = 2000, n_bits: int = 64,
-                            seed: int | None = None) -> np.ndarray:
-    """Measured per-bit collision rate of SimHash for random vector pairs at each angle (radians).
+# --- SimHash statistics, measured with any simhash(x, planes) ----------------------------------------
+def pairs_at_angle(rng: np.random.Generator, n: int, dim: int, angle: float) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` random unit vectors x (n, dim) and for each a unit vector y at exactly ``angle`` (radians) to it,
+    in a random direction."""
+    x = rng.standard_normal((n, dim))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    u = rng.standard_normal((n, dim))
+    u -= (u * x).sum(1, keepdims=True) * x
+    u /= np.linalg.norm(u, axis=1, keepdims=True)
+    return x, math.cos(angle) * x + math.sin(angle) * u
 
-    For each angle: ``n_pairs`` random unit vectors x, a y at exactly that angle to x, and ``n_bits``
-    random hyperplanes; returns the fraction of (pair, bit) whose sign bits agree. Theory: 1 - angle/pi.
-    """
-    g = torch_generator(seed, stream=91)
-    out = []
-    h = SimHash(dim, K=1, L=n_bits, seed=seed, stream=92)  # n_bits independent one-bit hashes
+
+def agreeing_bits(codes_x: np.ndarray, codes_y: np.ndarray, K: int) -> np.ndarray:
+    """How many of the K bits two codes share, elementwise (whatever order the bits were packed in)."""
+    differ = np.asarray(codes_x, dtype=np.int64) ^ np.asarray(codes_y, dtype=np.int64)
+    return K - ((differ[..., None] >> np.arange(K)) & 1).sum(-1)
+
+
+@dataclass
+class CollisionRates:
+    """SimHash collisions of random pairs at known angles: per bit (theory ``1 - angle/pi``) and per whole K-bit
+    code, i.e. the same bucket of one table (theory ``(1 - angle/pi)**K``). ``bits`` and ``codes``: how many
+    (pair, bit) and (pair, table) samples each rate is measured on."""
+
+    angles: np.ndarray
+    per_bit: np.ndarray
+    per_bucket: np.ndarray
+    K: int
+    bits: int
+    codes: int
+
+    def at(self, degrees: float) -> float:
+        """The measured per-bit rate at the angle closest to ``degrees``."""
+        return float(self.per_bit[np.argmin(np.abs(np.degrees(self.angles) - degrees))])
+
+    def binomial_halfwidth(self, z: float = 3.0) -> np.ndarray:
+        """``z`` binomial standard errors of the per-bit rate, around the theory."""
+        p = 1 - self.angles / np.pi
+        return z * np.sqrt(p * (1 - p) / self.bits)
+
+
+def collision_rates(angles: Sequence[float], *, simhash: SimHashFn = reference.simhash, dim: int = 32,
+                    n_pairs: int = 1000, K: int = 6, L: int = 16, seed: int | None = None) -> CollisionRates:
+    """Hash ``n_pairs`` random pairs at each angle (radians) with ``simhash`` and L tables of K random
+    hyperplanes; measure how often one bit, and a whole code, agree."""
+    rng = numpy_rng(seed, stream=91)
+    planes = rng.standard_normal((L, K, dim))
+    per_bit, per_bucket = [], []
     for a in angles:
-        x = torch.randn(n_pairs, dim, generator=g)
-        x = x / x.norm(dim=1, keepdim=True)
-        u = torch.randn(n_pairs, dim, generator=g)
-        u = u - (u * x).sum(1, keepdim=True) * x
-        u = u / u.norm(dim=1, keepdim=True)
-        y = math.cos(a) * x + math.sin(a) * u
-        out.append((h.bits(x) == h.bits(y)).float().mean().item())
-    return np.asarray(out)
+        x, y = pairs_at_angle(rng, n_pairs, dim, a)
+        cx, cy = np.asarray(simhash(x, planes)), np.asarray(simhash(y, planes))
+        per_bit.append(agreeing_bits(cx, cy, K).mean() / K)
+        per_bucket.append(np.mean(cx == cy))
+    return CollisionRates(np.asarray(angles, dtype=float), np.asarray(per_bit), np.asarray(per_bucket), K,
+                          n_pairs * L * K, n_pairs * L)
+
+
+# --- the idea from scratch, trained (numpy; the learner's functions plug in) ----------------------------
+@dataclass
+class ScratchRun:
+    """One numpy training run of ``n_in -> width (sampled, ReLU) -> classes`` built on :mod:`.reference`.
+
+    ``val_acc`` per epoch; ``overlap``: mean share of the units picked for the validation inputs that are among
+    the exact top-k pre-activations (after training); ``chance``: k / width, a random pick's expected overlap;
+    ``seconds``: training time (evaluation excluded); ``code``: whose simhash and lookup picked the units."""
+
+    picker: str
+    active_fraction: float
+    k: int
+    val_acc: list[float]
+    overlap: float
+    chance: float
+    seconds: float
+    code: str = "the library's reference"
+
+
+class _LazyAdam:
+    """Adam that moves only the rows it is given (the paper updates only the active units); bias correction by
+    the global step."""
+
+    def __init__(self, params: list[np.ndarray], lr: float, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8):
+        self.params, self.lr, self.betas, self.eps, self.t = params, lr, betas, eps, 0
+        self.m = [np.zeros_like(p) for p in params]
+        self.v = [np.zeros_like(p) for p in params]
+
+    def step(self, grads: list[np.ndarray], rows: list[np.ndarray | slice]) -> None:
+        self.t += 1
+        b1, b2 = self.betas
+        for p, g, m, v, r in zip(self.params, grads, self.m, self.v, rows):
+            m[r] = b1 * m[r] + (1 - b1) * g[r]
+            v[r] = b2 * v[r] + (1 - b2) * g[r] ** 2
+            p[r] -= self.lr * (m[r] / (1 - b1**self.t)) / (np.sqrt(v[r] / (1 - b2**self.t)) + self.eps)
+
+
+def scratch_experiment(data: Splits, *, picker: str = "lsh", active_fraction: float = 0.05, width: int = 1000,
+                       epochs: int = 1, lr: float = 5e-3, batch_size: int = 128, K: int = 6, L: int = 50,
+                       pool_dim: int = 8, simhash: SimHashFn = reference.simhash,
+                       lookup: LookupFn = reference.active_units, seed: int | None = None) -> ScratchRun:
+    """Train the from-scratch sampled network with ``picker`` "lsh" (``simhash`` + ``lookup``: yours or the
+    reference) or "random"; Adam updates only the rows of the units some example of the batch used."""
+    if picker not in ("lsh", "random"):
+        raise ValueError(f"picker must be 'lsh' or 'random', got {picker!r}")
+    rng = numpy_rng(seed, stream=94)
+    x_tr, y_tr = data.x_train.double().numpy(), data.y_train.numpy()
+    x_val, y_val = data.x_val.double().numpy(), data.y_val.numpy()
+    n_in, k = data.n_features, units_kept(width, active_fraction)
+    lim1, lim2 = 1 / math.sqrt(n_in), 1 / math.sqrt(width)  # PyTorch's default nn.Linear initialisation
+    w1, b1 = rng.uniform(-lim1, lim1, (width, n_in)), rng.uniform(-lim1, lim1, width)
+    w2, b2 = rng.uniform(-lim2, lim2, (width, data.n_classes)), rng.uniform(-lim2, lim2, data.n_classes)
+    pick = reference.LshPicker(n_in, width, k, K=K, L=L, pool_dim=pool_dim, rng=rng, simhash=simhash,
+                               lookup=lookup) if picker == "lsh" else reference.RandomPicker(width, k, rng=rng)
+    opt = _LazyAdam([w1, b1, w2, b2], lr)
+
+    def train_step(x: np.ndarray, y: np.ndarray, step: int) -> None:
+        active = pick(x, w1, step)
+        h, cache1 = reference.sampled_forward(x, w1, b1, active)
+        logits, cache2 = linear_forward(h, w2, b2)
+        _, cache3 = softmax_cross_entropy_forward(logits, y)
+        dh, dw2, db2 = linear_backward(softmax_cross_entropy_backward(cache3), cache2)
+        _, dw1, db1 = reference.sampled_backward(dh, cache1)
+        used = np.unique(active)
+        opt.step([dw1, db1, dw2, db2], [used, used, slice(None), slice(None)])
+
+    accs, seconds, step = [], 0.0, 0
+    with threadpool_limits(1):  # small matrices: numpy's BLAS on one thread (two stall each other on a busy box)
+        for _ in range(epochs):
+            t0 = time.perf_counter()
+            for i in np.array_split(rng.permutation(len(x_tr)), math.ceil(len(x_tr) / batch_size)):
+                train_step(x_tr[i], y_tr[i], step)
+                step += 1
+            seconds += time.perf_counter() - t0
+            active = pick(x_val, w1)
+            logits = reference.sampled_forward(x_val, w1, b1, active)[0] @ w2 + b2
+            accs.append(float(np.mean(logits.argmax(1) == y_val)))
+        top = np.argsort(-(x_val @ w1.T + b1), axis=1)[:, :k]
+    overlap = np.mean([len(np.intersect1d(a, t)) / k for a, t in zip(active, top)])
+    mine = [name for name, fn, ref in (("simhash", simhash, reference.simhash),
+                                       ("active_units", lookup, reference.active_units)) if fn is not ref]
+    code = f"your {' and '.join(mine)}" if mine else "the library's reference"
+    if picker == "random":
+        code = "a random draw (no hashing)"
+    return ScratchRun(picker, active_fraction, k, accs, float(overlap), k / width, seconds, code)
+
+
+# --- multiplication counts -----------------------------------------------------------------------------
+@dataclass
+class MultFractions:
+    """A layer's multiplications as fractions of the dense layer's: the layer itself, the selection (hashing
+    queries, or all pre-activations for the top-k oracle), the table rebuilds, and their total."""
+
+    layer: float
+    selection: float
+    rebuild: float
+
+    @property
+    def total(self) -> float:
+        return self.layer + self.selection + self.rebuild
+
+    @property
+    def hashing(self) -> float:
+        """Selection plus rebuilds: everything spent on choosing the units."""
+        return self.selection + self.rebuild
 
 
 @dataclass
@@ -89,13 +238,24 @@ class MultCounter:
     def total(self) -> int:
         return self.layer + self.selection + self.rebuild
 
-    def fractions(self) -> dict[str, float]:
+    def fractions(self) -> MultFractions:
         """Each count as a fraction of the dense layer's multiplications."""
         d = max(self.dense, 1)
-        return {"layer": self.layer / d, "selection": self.selection / d, "rebuild": self.rebuild / d,
-                "total": self.total / d}
+        return MultFractions(self.layer / d, self.selection / d, self.rebuild / d)
 
-# --- the sampled layer ---------------------------------------------------------------------------
+
+@dataclass
+class Counters:
+    """A layer's multiplication counters in training and in evaluation."""
+
+    train: MultCounter = field(default_factory=MultCounter)
+    eval: MultCounter = field(default_factory=MultCounter)
+
+    def mode(self, training: bool) -> MultCounter:
+        return self.train if training else self.eval
+
+
+# --- the PyTorch sampled layer (fast: the CSR tables of core lsh.py) ------------------------------------
 class SampledHidden(nn.Module):
     """A ReLU hidden layer ``n_in -> n_out`` that computes only an active set of units per example.
 
@@ -128,7 +288,7 @@ class SampledHidden(nn.Module):
         self.K, self.L = int(K), int(L)
         self.index = LshIndex(n_in, n_out, K=K, L=L, pool_dim=pool_dim, schedule=self.schedule, seed=self.seed) \
             if selector == "lsh" else None
-        self.counters = {"train": MultCounter(), "eval": MultCounter()}
+        self.counters = Counters()
         self.step = 0
         self._gen: torch.Generator | None = None
         self.last_active: torch.Tensor | None = None
@@ -146,8 +306,8 @@ class SampledHidden(nn.Module):
 
     # -- tables
     def rebuild_tables(self) -> None:
-        """Hash every (pooled) weight row into the tables; counted in ``counters[...].rebuild``."""
-        c = self.counters["train" if self.training else "eval"]
+        """Hash every (pooled) weight row into the tables; counted in ``counters.train.rebuild`` (or ``.eval``)."""
+        c = self.counters.mode(self.training)
         c.rebuild += self.index.rebuild(self.weight)
         c.rebuilds += 1
 
@@ -186,7 +346,7 @@ class SampledHidden(nn.Module):
         if x.dim() != 2 or x.shape[1] != self.n_in:
             raise ValueError(f"SampledHidden expects (batch, {self.n_in}) inputs, got {tuple(x.shape)}")
         B = x.shape[0]
-        counter = self.counters["train" if self.training else "eval"]
+        counter = self.counters.mode(self.training)
         passes = 2 if (self.training and torch.is_grad_enabled()) else 1  # forward (+ weight gradient)
         counter.dense += passes * B * self.n_in * self.n_out
         counter.examples += B
@@ -233,9 +393,22 @@ def sampled_layer(model: nn.Module) -> SampledHidden | None:
     return next((m for m in model.modules() if isinstance(m, SampledHidden)), None)
 
 
-# --- experiments ---------------------------------------------------------------------------------
-DEFAULTS = {"dataset": "mnist1d", "width": 1000, "epochs": 3, "lr": 5e-3, "batch_size": 128, "K": 6, "L": 50,
-            "pool_dim": 8}
+# --- experiments -----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Defaults:
+    """The lesson's default run: MNIST-1D, 40 -> 1000 (sampled) -> 10, Adam, K = 6 bits, L = 50 tables."""
+
+    dataset: str = "mnist1d"
+    width: int = 1000
+    epochs: int = 3
+    lr: float = 5e-3
+    batch_size: int = 128
+    K: int = 6
+    L: int = 50
+    pool_dim: int = 8
+
+
+DEFAULTS = Defaults()
 
 
 @dataclass
@@ -248,17 +421,21 @@ class RunResult:
     test_acc: float
     seconds: float
     step_ms: float
-    mults: dict[str, float]
+    mults: MultFractions
     history: History
     model: nn.Module = field(repr=False)
 
+    @property
+    def layer(self) -> SampledHidden | None:
+        """The model's sampled hidden layer (None for the dropout baseline)."""
+        return sampled_layer(self.model)
 
-def hashing_experiment(*, device: str = "cpu", callbacks: Sequence[Callback] = (), method: str = "lsh",
-                       active_fraction: float = 0.05, width: int = DEFAULTS["width"],
-                       epochs: int = DEFAULTS["epochs"], lr: float = DEFAULTS["lr"],
-                       batch_size: int = DEFAULTS["batch_size"], K: int = DEFAULTS["K"], L: int = DEFAULTS["L"],
-                       pool_dim: int = DEFAULTS["pool_dim"], dataset: str = DEFAULTS["dataset"],
-                       seed: int | None = None, data: Splits | None = None) -> History:
+
+def experiment(*, device: str = "cpu", callbacks: Sequence[Callback] = (), method: str = "lsh",
+               active_fraction: float = 0.05, width: int = DEFAULTS.width, epochs: int = DEFAULTS.epochs,
+               lr: float = DEFAULTS.lr, batch_size: int = DEFAULTS.batch_size, K: int = DEFAULTS.K,
+               L: int = DEFAULTS.L, pool_dim: int = DEFAULTS.pool_dim, dataset: str = DEFAULTS.dataset,
+               seed: int | None = None, data: Splits | None = None) -> History:
     """Panel experiment: train ``hashed_mlp`` with ``method`` ("lsh", "random", "topk", "dense", "dropout")
     keeping ``active_fraction`` of the hidden units; returns the History (the model is in ``.config``)."""
     if method not in SELECTORS:
@@ -276,17 +453,15 @@ def hashing_experiment(*, device: str = "cpu", callbacks: Sequence[Callback] = (
 def run_one(method: str, active_fraction: float, *, data: Splits, device: str = "cpu", seed: int | None = None,
             **kw) -> RunResult:
     """Train one model and measure it: val/test accuracy, time, the layer's multiplication fractions."""
-    h = hashing_experiment(method=method, active_fraction=active_fraction, device=device, seed=seed, data=data, **kw)
+    h = experiment(method=method, active_fraction=active_fraction, device=device, seed=seed, data=data, **kw)
     model = h.config["model"]
     dev = next(model.parameters()).device
     _, test_acc = evaluate(model, data.x_test.to(dev), data.y_test.to(dev))
     layer = sampled_layer(model)
-    if layer is not None:
-        mults = layer.counters["train"].fractions()
-    else:  # dropout: the dense layer is computed in full, then masked
-        mults = {"layer": 1.0, "selection": 0.0, "rebuild": 0.0, "total": 1.0}
-    s = h.summary()
-    return RunResult(method, active_fraction, h.val_acc[-1], test_acc, h.total_seconds, s["step_ms"], mults, h, model)
+    # dropout: the dense layer is computed in full, then masked
+    mults = layer.counters.train.fractions() if layer is not None else MultFractions(1.0, 0.0, 0.0)
+    return RunResult(method, active_fraction, h.val_acc[-1], test_acc, h.total_seconds, h.summary()["step_ms"], mults,
+                     h, model)
 
 
 def fraction_sweep(fractions: Sequence[float] = (0.02, 0.05, 0.1, 0.25), methods: Sequence[str] = ("lsh", "random"),
@@ -296,12 +471,20 @@ def fraction_sweep(fractions: Sequence[float] = (0.02, 0.05, 0.1, 0.25), methods
     for f in fractions:
         check_active_fraction(f)
     seed = get_seed() if seed is None else seed
-    data = data if data is not None else load(kw.pop("dataset", DEFAULTS["dataset"]), seed=seed)
+    data = data if data is not None else load(kw.pop("dataset", DEFAULTS.dataset), seed=seed)
     rows = [run_one("dense", 1.0, data=data, device=device, seed=seed, **kw)] if include_dense else []
     for m in methods:
         for f in fractions:
             rows.append(run_one(m, f, data=data, device=device, seed=seed, **kw))
     return rows
+
+
+def find_run(rows: Sequence[RunResult], method: str, active_fraction: float | None = None) -> RunResult:
+    """The run of ``method`` at ``active_fraction`` (the closest one; any fraction if None)."""
+    mine = [r for r in rows if r.method == method]
+    if not mine:
+        raise ValueError(f"no {method!r} run among {sorted({r.method for r in rows})}")
+    return mine[0] if active_fraction is None else min(mine, key=lambda r: abs(r.active_fraction - active_fraction))
 
 
 def results_table(rows: Sequence[RunResult]) -> str:
@@ -310,20 +493,28 @@ def results_table(rows: Sequence[RunResult]) -> str:
            f"{'ms/step':>8}"
     lines = [head, "-" * len(head)]
     for r in rows:
-        sel = r.mults["selection"] + r.mults["rebuild"]
+        m = r.mults
         lines.append(f"{r.method:<8} {r.active_fraction:>7.0%} {r.val_acc:>8.3f} {r.test_acc:>9.3f} "
-                     f"{r.mults['layer']:>7.1%} {sel:>8.1%} {r.mults['total']:>7.1%} {r.step_ms:>8.2f}")
+                     f"{m.layer:>7.1%} {m.hashing:>8.1%} {m.total:>7.1%} {r.step_ms:>8.2f}")
     lines.append("layer / hashing / total: multiplications of the hidden layer during training, as a fraction of the "
                  "dense layer's (hashing = queries + table rebuilds; for topk: all pre-activations)")
     return "\n".join(lines)
 
 
-@torch.no_grad()
-def overlap_with_topk(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
-    """How many of the units the layer picks for ``x`` are among the exact top-k pre-activations.
+@dataclass
+class Overlap:
+    """How well a layer's pick matches the exact top-k pre-activations, averaged over examples:
+    ``overlap`` = |picked ∩ top-k| / k, ``chance`` = k / n (a random pick's expectation),
+    ``activation_captured`` = the picked units' share of the top-k's total positive activation."""
 
-    Returns the mean overlap |picked ∩ top-k| / k, the chance level k / n of a random pick, and the
-    share of the top-k's total positive activation that the picked set captures."""
+    overlap: float
+    chance: float
+    activation_captured: float
+
+
+@torch.no_grad()
+def overlap_with_topk(model: nn.Module, x: torch.Tensor) -> Overlap:
+    """How many of the units the model's sampled layer picks for ``x`` are among the exact top-k pre-activations."""
     layer = sampled_layer(model)
     if layer is None or layer.selector == "dense":
         raise ValueError("overlap_with_topk needs a model with a sampled (non-dense) hidden layer")
@@ -341,13 +532,23 @@ def overlap_with_topk(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
         captured = (mass_picked / mass_top.clamp_min(1e-12)).mean().item()
     finally:
         layer.train(was)
-    return {"overlap": hit.float().mean().item(), "chance": layer.k / layer.n_out, "activation_captured": captured}
+    return Overlap(hit.float().mean().item(), layer.k / layer.n_out, captured)
 
 
-def overlap_vs_pool(model: nn.Module, x: torch.Tensor, pool_dims: Sequence[int] = (2, 4, 8, 20, 40)) -> list[dict]:
-    """For the model's trained hidden weights, re-hash with other pooling sizes and measure the overlap of
-    the LSH pick with the exact top-k, and what one query's hashing costs as a fraction of the dense
-    layer's forward multiplications (``(p + p*K*L) / (n_in * n_out)``)."""
+@dataclass
+class PoolOverlap:
+    """:class:`Overlap` of the LSH pick when inputs and weights are pooled to ``pool_dim`` numbers, and what one
+    query's hashing costs as a fraction of the dense layer's forward multiplications."""
+
+    pool_dim: int
+    overlap: Overlap
+    hash_cost: float
+
+
+def overlap_vs_pool(model: nn.Module, x: torch.Tensor,
+                    pool_dims: Sequence[int] = (2, 4, 8, 20, 40)) -> list[PoolOverlap]:
+    """Re-hash the model's trained hidden weights with other pooling sizes; the hashing cost per query is
+    ``(p + p*K*L) / (n_in * n_out)``."""
     layer = sampled_layer(model)
     if layer is None or layer.selector != "lsh":
         raise ValueError("overlap_vs_pool needs a model whose hidden layer uses selector='lsh'")
@@ -360,14 +561,26 @@ def overlap_vs_pool(model: nn.Module, x: torch.Tensor, pool_dims: Sequence[int] 
         with torch.no_grad():
             tmp.weight.copy_(layer.weight)
             tmp.bias.copy_(layer.bias)
-        ov = overlap_with_topk(tmp, x)
-        rows.append({"pool_dim": p, **ov, "hash_cost": (p + p * layer.K * layer.L) / (layer.n_in * layer.n_out)})
+        hash_cost = (p + p * layer.K * layer.L) / (layer.n_in * layer.n_out)
+        rows.append(PoolOverlap(p, overlap_with_topk(tmp, x), hash_cost))
     return rows
 
 
+@dataclass
+class UnionSizes:
+    """Mean size of the union of a batch's active sets, as a fraction of the layer's units, per batch size;
+    ``kept`` = k / n, the fraction each example asks for."""
+
+    kept: float
+    batch_sizes: tuple[int, ...]
+    fractions: tuple[float, ...]
+
+    def at(self, batch_size: int) -> float:
+        return self.fractions[self.batch_sizes.index(batch_size)]
+
+
 @torch.no_grad()
-def union_fractions(model: nn.Module, x: torch.Tensor,
-                    batch_sizes: Sequence[int] = (1, 8, 32, 128)) -> dict[int, float]:
+def union_fractions(model: nn.Module, x: torch.Tensor, batch_sizes: Sequence[int] = (1, 8, 32, 128)) -> UnionSizes:
     """Mean fraction of the hidden units in the union of a batch's active sets, per batch size."""
     layer = sampled_layer(model)
     if layer is None:
@@ -375,20 +588,29 @@ def union_fractions(model: nn.Module, x: torch.Tensor,
     was = layer.training
     layer.eval()
     try:
-        x = x.to(layer.weight.device)
-        idx = layer.select(x)
-        out = {}
-        for b in batch_sizes:
-            sizes = [len(torch.unique(idx[i: i + b])) for i in range(0, len(idx) - b + 1, b)]
-            out[int(b)] = float(np.mean(sizes)) / layer.n_out
+        idx = layer.select(x.to(layer.weight.device))
+        fractions = tuple(float(np.mean([len(torch.unique(idx[i: i + b])) for i in range(0, len(idx) - b + 1, b)]))
+                          / layer.n_out for b in batch_sizes)
     finally:
         layer.train(was)
-    return out
+    return UnionSizes(layer.k / layer.n_out, tuple(int(b) for b in batch_sizes), fractions)
+
+
+@dataclass
+class StepTimings:
+    """Wall time of one training step: the dense layer, LSH per example, LSH on the batch union."""
+
+    dense: Timing
+    per_example: Timing
+    union: Timing
+
+    def rows(self) -> list[tuple[str, Timing]]:
+        return [("dense", self.dense), ("lsh per-example", self.per_example), ("lsh batch union", self.union)]
 
 
 def step_timings(*, width: int = 1000, n_in: int = 40, batch_size: int = 64, active_fraction: float = 0.05,
-                 device: str = "cpu", repeats: int = 15, seed: int | None = None, K: int = DEFAULTS["K"],
-                 L: int = DEFAULTS["L"], pool_dim: int = DEFAULTS["pool_dim"]) -> dict[str, Timing]:
+                 device: str = "cpu", repeats: int = 15, seed: int | None = None, K: int = DEFAULTS.K,
+                 L: int = DEFAULTS.L, pool_dim: int = DEFAULTS.pool_dim) -> StepTimings:
     """Wall time of one training step (forward, backward, Adam step) of ``n_in -> width -> 10``:
     the dense layer vs LSH per-example vs LSH batch union, same random batch. Device synchronized."""
     dev = pick_device(device)
@@ -396,9 +618,8 @@ def step_timings(*, width: int = 1000, n_in: int = 40, batch_size: int = 64, act
     g = torch_generator(seed, stream=93)
     x = torch.randn(batch_size, n_in, generator=g).to(dev)
     y = torch.randint(0, 10, (batch_size,), generator=g).to(dev)
-    out = {}
-    for name, sel, mode in (("dense", "dense", "per_example"), ("lsh per-example", "lsh", "per_example"),
-                            ("lsh batch union", "lsh", "union")):
+    out = []
+    for sel, mode in (("dense", "per_example"), ("lsh", "per_example"), ("lsh", "union")):
         model = hashed_mlp(n_in, width, 10, selector=sel, active_fraction=active_fraction, mode=mode, K=K, L=L,
                            pool_dim=min(pool_dim, n_in), seed=seed).to(dev)
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -409,90 +630,23 @@ def step_timings(*, width: int = 1000, n_in: int = 40, batch_size: int = 64, act
             loss.backward()
             opt.step()
 
-        out[name] = time_it(step, device=dev, warmup=3, repeats=repeats)
-    return out
+        out.append(time_it(step, device=dev, warmup=3, repeats=repeats))
+    return StepTimings(*out)
 
 
-# --- figures -------------------------------------------------------------------------------------
-COLORS = {"lsh": "#1f77b4", "random": "#d62728", "topk": "#2ca02c", "dense": "#555555", "dropout": "#9467bd"}
-
-
-def plot_collisions(angles: np.ndarray, measured: np.ndarray, K: int = 6):
-    """Measured per-bit collision rate vs the theory 1 - theta/pi, and the whole-code rate (·)^K."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(1, 2, figsize=(9, 3.4))
-    deg = np.degrees(angles)
-    th = np.linspace(0, np.pi, 200)
-    ax[0].plot(np.degrees(th), 1 - th / np.pi, color="#999", label="theory 1 - θ/π")
-    ax[0].plot(deg, measured, "o", color=COLORS["lsh"], label="measured")
-    ax[0].set(xlabel="angle between the vectors (degrees)", ylabel="P(one bit agrees)", title="one SimHash bit")
-    ax[1].plot(np.degrees(th), (1 - th / np.pi) ** K, color="#999", label=f"theory (1 - θ/π)^{K}")
-    ax[1].plot(deg, measured**K, "o", color=COLORS["lsh"], label=f"measured^{K}")
-    ax[1].set(xlabel="angle between the vectors (degrees)", ylabel="P(same bucket)", title=f"one table of K={K} bits")
-    for a in ax:
-        a.legend(frameon=False)
-        a.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
-
-
-def plot_sweep(rows: Sequence[RunResult]):
-    """Test accuracy vs active fraction per method (dense as a line, one-fraction baselines as markers), and
-    the hidden layer's multiplications (hashing counted) vs fraction."""
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
-
-    fig, ax = plt.subplots(1, 2, figsize=(10, 3.8))
-    dense = [r for r in rows if r.method == "dense"]
-    for m in dict.fromkeys(r.method for r in rows if r.method != "dense"):
-        rs = sorted((r for r in rows if r.method == m), key=lambda r: r.active_fraction)
-        fr = [100 * r.active_fraction for r in rs]
-        style = "o-" if len(rs) > 1 else "*"
-        ms = 6 if len(rs) > 1 else 13
-        ax[0].plot(fr, [r.test_acc for r in rs], style, ms=ms, color=COLORS.get(m), label=m)
-        note = {"lsh": " (hashing counted)", "topk": " (selection counted)"}.get(m, "")
-        ax[1].plot(fr, [100 * r.mults["total"] for r in rs], style, ms=ms, color=COLORS.get(m), label=m + note)
-        if m == "lsh":
-            ax[1].plot(fr, [100 * r.mults["layer"] for r in rs], "s:", ms=4, color=COLORS[m], alpha=0.6,
-                       label="lsh (layer only, = random)")
-    if dense:
-        ax[0].axhline(dense[0].test_acc, color=COLORS["dense"], ls="--", label="dense")
-        ax[1].axhline(100, color=COLORS["dense"], ls="--", label="dense (and dropout)")
-    ax[0].axhline(0.1, color="#bbb", ls=":", label="chance")
-    ax[0].set(xscale="log", xlabel="active hidden units (%)", ylabel="test accuracy", ylim=(0, None),
-              title="accuracy vs active fraction")
-    ax[1].set(xscale="log", yscale="log", ylim=(0.5, 150), xlabel="active hidden units (%)",
-              ylabel="% of dense multiplications",
-              title="hidden-layer multiplications, training")
-    for a in ax:
-        a.xaxis.set_major_locator(FixedLocator([2, 5, 10, 25]))
-        a.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
-        a.xaxis.set_minor_locator(NullLocator())
-        a.xaxis.set_minor_formatter(NullFormatter())
-        a.grid(alpha=0.3)
-    ax[1].yaxis.set_major_locator(FixedLocator([1, 2, 5, 10, 25, 50, 100]))
-    ax[1].yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
-    ax[1].yaxis.set_minor_formatter(NullFormatter())
-    ax[0].legend(frameon=False, fontsize=8, loc="lower right", ncol=2)
-    ax[1].legend(frameon=False, fontsize=7.5, loc="lower right")
-    fig.tight_layout()
-    return fig
-
-
-# --- claims ---------------------------------------------------------------------------------------
-def claims_table(rows: Sequence[RunResult], overlap: dict[str, float], timings: dict[str, Timing],
-                 fraction: float = 0.05) -> Claims:
-    """The lesson's claims, each measured from this run's sweep, overlap and timings."""
+# --- claims ----------------------------------------------------------------------------------------------
+def claims(rows: Sequence[RunResult], overlap: Overlap, timings: StepTimings, scratch: ScratchRun | None = None,
+           fraction: float = 0.05) -> Claims:
+    """The lesson's claims, each measured from this run's sweep, overlap, timings (and from-scratch run)."""
     c = Claims("09 randomized hashing")
     src = "seed 003 (Spring & Shrivastava)"
-    dense = next(r for r in rows if r.method == "dense")
-    lsh = min((r for r in rows if r.method == "lsh"), key=lambda r: abs(r.active_fraction - fraction))
+    dense = find_run(rows, "dense")
+    lsh = find_run(rows, "lsh", fraction)
     rnd = [r for r in rows if r.method == "random" and r.active_fraction == lsh.active_fraction]
     m = lsh.mults
     c.add("LSH needs ~5% of the multiplications (criterion here: ≤ 10% with hashing and rebuilds counted)", src,
-          f"at {lsh.active_fraction:.0%} active: layer {m['layer']:.1%} + hashing {m['selection']:.1%} + rebuilds "
-          f"{m['rebuild']:.1%} = {m['total']:.1%} of dense", m["total"] <= 0.10)
+          f"at {lsh.active_fraction:.0%} active: layer {m.layer:.1%} + hashing {m.selection:.1%} + rebuilds "
+          f"{m.rebuild:.1%} = {m.total:.1%} of dense", m.total <= 0.10)
     gap = dense.test_acc - lsh.test_acc
     c.add("…without any loss in accuracy (criterion: within 1 point of dense)", src,
           f"test accuracy LSH {lsh.test_acc:.3f} vs dense {dense.test_acc:.3f} "
@@ -503,9 +657,14 @@ def claims_table(rows: Sequence[RunResult], overlap: dict[str, float], timings: 
               f"test accuracy LSH {lsh.test_acc:.3f} vs random {rnd[0].test_acc:.3f}",
               lsh.test_acc > rnd[0].test_acc)
     c.add("Hashing finds the units with the highest activations (criterion: overlap ≥ 2 × chance)", src,
-          f"{overlap['overlap']:.1%} of the picked units are in the exact top-k (chance {overlap['chance']:.1%})",
-          overlap["overlap"] >= 2 * overlap["chance"])
-    td, tl = timings["dense"].median, timings["lsh per-example"].median
+          f"{overlap.overlap:.1%} of the picked units are in the exact top-k (chance {overlap.chance:.1%})",
+          overlap.overlap >= 2 * overlap.chance)
+    if scratch is not None:
+        c.add("…and so does the from-scratch version of Part 1 (same criterion)", "the lesson",
+              f"{scratch.overlap:.1%} of the picked units are in the exact top-k (chance {scratch.chance:.1%}), "
+              f"val accuracy {scratch.val_acc[-1]:.3f}; picked with {scratch.code}",
+              scratch.overlap >= 2 * scratch.chance)
+    td, tl = timings.dense.median, timings.per_example.median
     c.add("Fewer multiplications make training faster (wall time per step)", "implied by seed 003",
           f"LSH per-example step {1e3 * tl:.2f} ms vs dense {1e3 * td:.2f} ms ({tl / td:.1f}× dense)", tl < td)
     c.add("Sparse updates suit asynchronous (HOGWILD) training with near-linear speedup", src,
@@ -513,7 +672,7 @@ def claims_table(rows: Sequence[RunResult], overlap: dict[str, float], timings: 
     return c
 
 
-# --- panel -----------------------------------------------------------------------------------------
+# --- panel -----------------------------------------------------------------------------------------------
 def make_panel():
     """The live panel: method, active fraction, epochs, width (the size knob for a GPU)."""
     import ipywidgets as w
@@ -527,31 +686,4 @@ def make_panel():
         "epochs": w.IntSlider(value=4, min=1, max=60, description="epochs"),
         "width": w.Dropdown(options=[250, 1000, 4000], value=1000, description="width"),
     }
-    return LivePanel(hashing_experiment, knobs, title="Which hidden units to compute?")
-
-
-# --- exercises -------------------------------------------------------------------------------------
-def check_bit_collision(answer: float) -> bool:
-    """Probability that one SimHash bit agrees for two vectors at 60 degrees."""
-    return check(answer, 1 - 60 / 180, rel_tol=0.01, praise="A random hyperplane separates them with probability "
-                 "θ/π = 1/3, so one bit agrees with probability 2/3.",
-                 hint="A random hyperplane through the origin separates two vectors at angle θ with probability θ/π.")
-
-
-def check_bucket_collision(answer: float) -> bool:
-    """Probability that two vectors at 60 degrees share a bucket of one K=6 table."""
-    return check(answer, (2 / 3) ** 6, rel_tol=0.01, praise="All K=6 independent bits must agree: (2/3)^6 ≈ 0.088.",
-                 hint="All K bits must agree, and the bits are independent: raise the one-bit probability to K.")
-
-
-def check_hash_mults(answer: int) -> bool:
-    """Multiplications to hash one pooled input of 8 dims into L=50 tables of K=6 bits."""
-    return check(answer, 8 * 6 * 50, praise="8 × 6 × 50 = 2,400: one 8-dim dot product per bit per table.",
-                 hint="Each of the K × L bits is the sign of a dot product of length pool_dim.")
-
-
-def check_union_fraction(answer: float) -> bool:
-    """Expected fraction of units in the union of 64 independent random 5% subsets: 1 - 0.95**64."""
-    return check(answer, 1 - 0.95**64, rel_tol=0.02, praise="1 - 0.95^64 ≈ 0.96: a batch union of random sets is "
-                 "nearly the whole layer, so the batch computes almost everything.",
-                 hint="A unit is missed by one example's set with probability 0.95; by all 64 with 0.95^64.")
+    return LivePanel(experiment, knobs, title="Which hidden units to compute?")

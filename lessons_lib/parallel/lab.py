@@ -1,134 +1,65 @@
-"""Lesson 10 — beyond one process: synchronous data-parallel training (DDP) and lock-free asynchronous
-updates (Hogwild), each with dense and sparse (hash-selected) updates.
+"""Lesson 10's apparatus: the runs that measure synchronous data parallel (DDP, and the hand-made version of
+:mod:`.reference`) and lock-free asynchronous updates (Hogwild), dense and sparse; sweeps, the claims table, the
+live panel and a ``torchrun`` entry point. Starting, watching and stopping the processes is core
+(:mod:`lessons_lib.processes`).
 
 Seed 003 (Spring & Shrivastava): distributed training pays for "costly communication and synchronization"
 of gradients and parameters; *very sparse* updates are "ideally suited for asynchronous training leading to
 near linear speedup with increasing parallelism". This module measures both on the processes you have.
 
-Two ways to use N processes, both started the standard way (``torchrun`` or ``torch.multiprocessing``):
+Modes of a :class:`RunConfig`:
 
-* **ddp** — synchronous data parallel with ``torch.nn.parallel.DistributedDataParallel``. Every process holds
-  a full copy of the model and computes the gradient of its slice of the *global* batch; DDP averages the
-  gradients with an all-reduce (gloo on CPUs, NCCL on GPUs) before every optimizer step, so N processes
-  compute exactly the update one process would compute on the whole batch.
-* **hogwild** — asynchronous: the parameters live in shared memory; each process trains on its own shard
-  and writes its SGD updates with no lock and no waiting (Recht et al. 2011, "Hogwild!").
+* **ddp** — ``torch.nn.parallel.DistributedDataParallel``: every process holds a full copy of the model and
+  computes the gradient of its slice of the *global* batch; DDP averages the gradients with an all-reduce (gloo on
+  CPUs, NCCL on GPUs) before every optimizer step, so N processes compute exactly the update one process would
+  compute on the whole batch.
+* **manual** — the same, by hand: :func:`reference.data_parallel_worker` with an ``average_gradients`` (yours).
+* **hogwild** — asynchronous: the parameters live in shared memory; each process trains on its own shard and
+  writes its SGD updates with no lock and no waiting (Recht et al. 2011, "Hogwild!").
 * **independent** — the control: each process trains its own copy on its shard, sharing nothing. Its
   speed-up is the most N processes can get on this machine; the others are measured against it.
 
-``update``: "dense" is the standard network (every hidden unit computed and updated); "sparse" computes
-only the units that locality-sensitive hashing picks for the batch (lesson 09) and stores the weights
-unit-major in ``nn.Embedding(sparse=True)`` tables, so a step's gradient is a sparse tensor holding just
-the touched rows.
+``update``: "dense" is the standard network (every hidden unit computed and updated); "sparse" computes only the
+units that locality-sensitive hashing picks for the batch (lesson 09) and stores the weights unit-major in
+``nn.Embedding(sparse=True)`` tables, so a step's gradient is a sparse tensor holding just the touched rows.
 
 Units: seconds; ``sync_bytes`` = bytes handed to the all-reduce per step (dense: every gradient element,
 float32; sparse: int64 row indices + float32 values of the touched rows); for Hogwild, the bytes of the
 gradient written into shared memory per step. ``batch_size`` is the global batch of one synchronous step
-(ddp: each of N processes gets batch_size / N examples) and the per-process batch of Hogwild.
+(ddp/manual: each of N processes gets batch_size / N examples) and the per-process batch of Hogwild.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
-import gc
 import math
 import os
-import queue as queue_mod
-import re
-import shutil
-import signal
-import socket
 import sys
-import tempfile
 import time
-import traceback
-import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
+from .. import processes
 from ..callbacks import Callback, TrainState
 from ..claims import Claims
 from ..data import Splits, load
-from ..exercises import check
+from ..history import History
 from ..lsh import LshIndex, check_active_fraction, topk_by_counts, units_kept
 from ..seeds import get_seed, seed_everything, torch_generator
-from ..training import History, evaluate
+from ..training import evaluate
+from . import reference
+from .reference import EpochReport, RankStats
 
-MODES = ("ddp", "hogwild", "independent")
+MODES = ("ddp", "manual", "hogwild", "independent")
 UPDATES = ("dense", "sparse")
+# what the worker processes import: the fork server imports it once (processes.warm_up(PRELOAD), or the first launch)
+PRELOAD = ("lessons_lib.parallel.lab", "lessons_lib.parallel.checks")
 SWEEP_TIMEOUT_S = 15.0  # the lesson's runs take 1-3 s: 15 s of silence means a hung run, to be started again
-HOST = "127.0.0.1"
-
-
-# --- bad input: cores, ports, dying processes -------------------------------------------------------
-class OversubscribedWarning(UserWarning):
-    """More processes than cores: the run goes on, but processes take turns on the cores."""
-
-
-class PortInUseError(RuntimeError):
-    """The rendezvous port is taken by another program."""
-
-
-class WorkerError(RuntimeError):
-    """A training process died or raised; the others were stopped (nothing is left waiting)."""
-
-
-def cpu_cores() -> int:
-    """Cores this process may run on (the affinity mask where the OS has one, else ``os.cpu_count()``)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
-
-
-def check_processes(processes: int, device: str = "cpu") -> int:
-    """Validate a process count. More processes than cores warns (:class:`OversubscribedWarning`) and runs;
-    on CUDA each process needs its own GPU (NCCL), so more processes than GPUs is an error."""
-    if not isinstance(processes, int) or isinstance(processes, bool) or processes < 1:
-        raise ValueError(f"processes must be an integer >= 1, got {processes!r}")
-    if device == "cuda":
-        n = torch.cuda.device_count()
-        if processes > n:
-            raise ValueError(f"{processes} processes need {processes} GPUs with NCCL, this machine has {n}: "
-                             f"use processes <= {n}, or device='cpu' (gloo) to run more processes")
-    elif device not in ("cpu", "mps"):
-        raise ValueError(f"unknown device {device!r}: choose cpu, cuda or mps")
-    cores = cpu_cores()
-    if processes > cores:
-        warnings.warn(f"{processes} processes on {cores} cores: the run goes on, but processes share cores, so "
-                      f"time per epoch cannot improve past {cores} processes (use processes <= {cores} "
-                      "to measure speed-up)", OversubscribedWarning, stacklevel=2)
-    return processes
-
-
-def free_port(host: str = HOST) -> int:
-    """A TCP port on ``host`` that the OS reports free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def resolve_port(port: int | None, host: str = HOST) -> int:
-    """``port`` if it can be bound on ``host``; a free port when ``port`` is None. A taken port raises
-    :class:`PortInUseError` naming the fix (the rendezvous would otherwise fail or join a stranger's run)."""
-    if port is None:
-        return free_port(host)
-    if not 0 < int(port) < 65536:
-        raise ValueError(f"port must be in 1..65535, got {port}")
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind((host, int(port)))
-        except OSError as e:
-            raise PortInUseError(f"port {port} on {host} is in use ({e.strerror}): pass port=None to let the "
-                                 f"course pick a free one, or stop the program that holds it "
-                                 f"(`ss -ltnp 'sport = :{port}'` shows which)") from None
-    return int(port)
 
 
 # --- the network --------------------------------------------------------------------------------------
@@ -201,17 +132,6 @@ def gradient_bytes(model: nn.Module) -> int:
     return total
 
 
-def dense_sync_bytes(n_in: int, width: int, n_out: int) -> int:
-    """Bytes of a dense float32 gradient of :class:`UnitMajorNet` (what DDP all-reduces each step)."""
-    return 4 * (width * (n_in + 1) + width * n_out + n_out)
-
-
-def sparse_sync_bytes(n_in: int, rows: int, n_out: int) -> int:
-    """Bytes of a sparse gradient touching ``rows`` units: per table int64 indices + float32 rows, plus the
-    dense output bias."""
-    return rows * (8 + 4 * (n_in + 1)) + rows * (8 + 4 * n_out) + 4 * n_out
-
-
 # --- configuration and results ------------------------------------------------------------------------
 @dataclass(frozen=True)
 class RunConfig:
@@ -220,7 +140,7 @@ class RunConfig:
     twice that (a peer that stops answering ends a torchrun job with an error); the whole run is bounded by
     ``(4 + epochs) * timeout_s``.
     ``crash_rank``/``crash_step``/``crash_kind``: make that rank exit abruptly (or raise, or hang) at that step
-    (the lesson's failure demo)."""
+    (the lesson's failure demo; ddp and hogwild)."""
 
     mode: str = "ddp"
     update: str = "dense"
@@ -243,7 +163,13 @@ class RunConfig:
         """Training examples an epoch uses."""
         return len(data.y_train) if self.train_examples is None else min(self.train_examples, len(data.y_train))
 
+    @property
+    def synchronous(self) -> bool:
+        """ddp and manual: the processes split each global batch and step together."""
+        return self.mode in ("ddp", "manual")
+
     def validate(self) -> RunConfig:
+        """Raise ValueError naming the fix for a configuration that cannot run; return ``self``."""
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.update not in UPDATES:
@@ -251,11 +177,15 @@ class RunConfig:
         if self.epochs < 1 or self.batch_size < 1 or self.width < 1:
             raise ValueError(f"epochs, batch_size and width must be >= 1, got {self.epochs}, {self.batch_size}, "
                              f"{self.width}")
-        if self.mode == "ddp" and self.batch_size < self.processes:
+        if not isinstance(self.processes, int) or self.processes < 1:
+            raise ValueError(f"processes must be an integer >= 1, got {self.processes!r}")
+        if self.synchronous and self.batch_size < self.processes:
             raise ValueError(f"a global batch of {self.batch_size} cannot be split over {self.processes} "
                              f"processes: use batch_size >= processes")
         if self.mode != "ddp" and self.device != "cpu":
-            raise ValueError(f"{self.mode} runs on CPU processes (shared memory): use device='cpu'")
+            raise ValueError(f"{self.mode} runs on CPU processes (gloo, shared memory): use device='cpu'")
+        if self.mode == "manual" and (self.update != "dense" or self.crash_rank is not None):
+            raise ValueError("the hand-made data-parallel run (mode='manual') trains dense updates, without crashes")
         if self.device == "mps":
             raise ValueError("torch.distributed has no backend for Apple GPUs (mps): use device='cpu' (gloo)")
         if self.device == "cuda" and self.update == "sparse":
@@ -266,27 +196,27 @@ class RunConfig:
             raise ValueError(f"crash_kind must be 'exit', 'raise' or 'hang', got {self.crash_kind!r}")
         if self.timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {self.timeout_s}")
-        check_processes(self.processes, self.device)
         return self
 
 
-@dataclass
-class RankStats:
-    """What one process measured: training time (evaluation excluded), the part of it spent in gradient
-    synchronization (ddp: inside the all-reduce, waiting for peers included), bytes synchronized."""
+@dataclass(frozen=True)
+class RunRow:
+    """One row of :func:`results_table`: a run's measurements (times in this run, on this machine)."""
 
-    rank: int
-    steps: int = 0
-    examples: int = 0
-    train_seconds: float = 0.0
-    comm_seconds: float = 0.0
-    sync_bytes: int = 0
-    units: int = 0  # hidden units computed, summed over steps
-    epoch_rates: list[float] = field(default_factory=list)  # this rank's examples/s in each epoch
-
-    @property
-    def compute_seconds(self) -> float:
-        return self.train_seconds - self.comm_seconds
+    mode: str
+    update: str
+    processes: int
+    batch_size: int
+    s_per_epoch: float
+    ms_per_step: float
+    comm_ms_per_step: float
+    comm_share: float
+    sync_kb_per_step: float
+    units_per_step: float
+    examples_per_s: float
+    val_acc: float
+    test_acc: float
+    wall_s: float
 
 
 @dataclass
@@ -301,17 +231,17 @@ class ParallelResult:
 
     @property
     def epoch_seconds(self) -> float:
-        """Training seconds per epoch: the slowest rank's (ddp ranks move in lock-step), or for Hogwild the
+        """Training seconds per epoch: the slowest rank's (synchronous ranks move in lock-step), or for Hogwild the
         epoch's examples over the summed throughput of all ranks."""
         e = max(len(self.history), 1)
-        if self.config.mode == "ddp":
+        if self.config.synchronous:
             return max(r.train_seconds for r in self.ranks) / e
         return sum(r.examples for r in self.ranks) / max(self.throughput, 1e-12) / e
 
     @property
     def throughput(self) -> float:
         """Examples per second, all ranks together."""
-        if self.config.mode == "ddp":
+        if self.config.synchronous:
             return sum(r.examples for r in self.ranks) / max(max(r.train_seconds for r in self.ranks), 1e-12)
         return sum(r.examples / max(r.train_seconds, 1e-12) for r in self.ranks)
 
@@ -324,26 +254,35 @@ class ParallelResult:
     def step_seconds(self) -> float:
         return max(r.train_seconds for r in self.ranks) / max(self.ranks[0].steps, 1)
 
+    def _per_step(self, attr: str) -> float:
+        return sum(getattr(r, attr) / max(r.steps, 1) for r in self.ranks) / len(self.ranks)
+
     @property
     def comm_per_step(self) -> float:
-        return sum(r.comm_seconds / max(r.steps, 1) for r in self.ranks) / len(self.ranks)
+        return self._per_step("comm_seconds")
 
     @property
     def sync_bytes_per_step(self) -> float:
-        return sum(r.sync_bytes / max(r.steps, 1) for r in self.ranks) / len(self.ranks)
+        return self._per_step("sync_bytes")
 
     @property
     def units_per_step(self) -> float:
-        return sum(r.units / max(r.steps, 1) for r in self.ranks) / len(self.ranks)
+        return self._per_step("units")
 
-    def row(self) -> dict:
+    @property
+    def collectives_per_step(self) -> float:
+        """Gradient all-reduces started per step (DDP: one per bucket)."""
+        return self._per_step("collectives")
+
+    def row(self) -> RunRow:
+        """The run's measurements; NaN where the run does not measure them (bytes and units of a manual run)."""
         c = self.config
-        return {"mode": c.mode, "update": c.update, "processes": c.processes,
-                "s/epoch": self.epoch_seconds, "ms/step": 1e3 * self.step_seconds,
-                "comm ms/step": 1e3 * self.comm_per_step, "comm share": self.comm_fraction,
-                "sync KB/step": self.sync_bytes_per_step / 1e3, "units/step": self.units_per_step,
-                "examples/s": self.throughput, "val acc": self.history.val_acc[-1] if len(self.history) else math.nan,
-                "test acc": self.test_acc, "wall s": self.wall_seconds}
+        unmeasured = c.mode == "manual"
+        return RunRow(c.mode, c.update, c.processes, c.batch_size, self.epoch_seconds, 1e3 * self.step_seconds,
+                      1e3 * self.comm_per_step, self.comm_fraction,
+                      math.nan if unmeasured else self.sync_bytes_per_step / 1e3,
+                      math.nan if unmeasured else self.units_per_step, self.throughput,
+                      self.history.val_acc[-1] if len(self.history) else math.nan, self.test_acc, self.wall_seconds)
 
 
 # --- inside a training process --------------------------------------------------------------------------
@@ -354,16 +293,9 @@ def build_model(cfg: RunConfig, data: Splits) -> UnitMajorNet:
                         active_fraction=cfg.active_fraction, seed=cfg.seed)
 
 
-def global_batches(n: int, batch_size: int, epoch: int, seed: int) -> list[torch.Tensor]:
-    """The epoch's batches of example indices, the same on every rank (drawn from the seed and the epoch);
-    a last partial batch is dropped so all ranks take the same number of steps."""
-    perm = torch.randperm(n, generator=torch_generator(seed, stream=1000 + epoch))
-    return [perm[i: i + batch_size] for i in range(0, n - batch_size + 1, batch_size)]
-
-
 class _SyncMeter:
-    """State of the communication hook :func:`_timed_allreduce`: seconds spent in and bytes handed to the
-    all-reduce.
+    """State of the communication hook :func:`_timed_allreduce`: seconds spent in, bytes handed to and buckets
+    sent to the all-reduce.
 
     The hook waits for its all-reduce so that the time can be read apart from compute. (DDP would overlap it
     with the rest of the backward pass; this model's dense gradient fits one 25 MB bucket, which is only ready
@@ -372,6 +304,7 @@ class _SyncMeter:
     def __init__(self) -> None:
         self.seconds = 0.0
         self.bytes = 0
+        self.calls = 0
 
 
 def _timed_allreduce(meter, bucket):  # DDP inspects a hook's annotations, so it has none
@@ -385,6 +318,7 @@ def _timed_allreduce(meter, bucket):  # DDP inspects a hook's annotations, so it
         meter.bytes += buf.indices().numel() * 8 + buf.values().numel() * buf.values().element_size()
     else:
         meter.bytes += buf.numel() * buf.element_size()
+    meter.calls += 1
     if buf.is_cuda:
         torch.cuda.synchronize(buf.device)  # the backward kernels first: they are compute, not communication
     t0 = time.perf_counter()
@@ -396,15 +330,10 @@ def _timed_allreduce(meter, bucket):  # DDP inspects a hook's annotations, so it
     return fut
 
 
-def _report(q, msg: dict) -> None:
-    if q is not None:
-        q.put(msg)
-
-
-def _progress(q, rank: int, epoch: int, step: int, every: int = 10) -> None:
+def _progress(link: processes.Link, epoch: int, step: int, every: int = 10) -> None:
     """Rank 0 tells the launcher its step count every ``every`` steps (for a live readout)."""
-    if rank == 0 and step % every == 0:
-        _report(q, {"kind": "step", "epoch": epoch, "step": step})
+    if link.rank == 0 and step % every == 0:
+        link.report("step", (epoch, step), status=f"training (epoch {epoch}, step {step})")
 
 
 def _train_step(net: nn.Module, opt: torch.optim.Optimizer, xb: torch.Tensor, yb: torch.Tensor,
@@ -435,42 +364,31 @@ def _crash_if_asked(cfg: RunConfig, rank: int, step: int) -> None:
         os._exit(3)  # abrupt: no exception, no clean-up, like a killed process
 
 
-def _epoch_logs(epoch: int, sums: torch.Tensor, val: tuple[float, float], seconds: float, steps: int) -> dict:
+def _epoch_report(epoch: int, sums: torch.Tensor, val: tuple[float, float], seconds: float, steps: int,
+                  comm: float = 0.0) -> EpochReport:
     loss_sum, correct, seen = sums.tolist()[:3]
-    return {"epoch": epoch, "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
-            "val_loss": val[0], "val_acc": val[1], "seconds": seconds, "samples_per_s": seen / max(seconds, 1e-12),
-            "step_seconds": seconds / max(steps, 1)}
+    return EpochReport(epoch, loss_sum / max(seen, 1), correct / max(seen, 1), val[0], val[1], seconds, steps,
+                       int(seen), comm)
 
 
-def ddp_worker(rank: int, cfg: RunConfig, init_method: str, q=None, stop=None) -> RankStats:
+def ddp_worker(rank: int, cfg: RunConfig, init_method: str, link: processes.Link | None = None) -> RankStats:
     """One DDP process: join the group, train ``cfg.epochs`` epochs on its slice of every global batch, report
-    epoch logs (rank 0) and its :class:`RankStats` to ``q``. ``stop``: an event checked at epoch ends."""
-    world = cfg.processes
+    epoch reports (rank 0) to ``link``; return its :class:`RankStats`. ``link.stopping()`` is honoured at epoch
+    ends (the ranks agree on it in the epoch's all-reduce)."""
+    link = link or processes.Link(rank, cfg.processes)
     torch.set_num_threads(1)  # one core per process: N processes use N cores
     cuda = cfg.device == "cuda"
     dev = torch.device(f"cuda:{rank}") if cuda else torch.device(cfg.device)
     if cuda:
         torch.cuda.set_device(dev)
     # 2x: the launcher's silence watch (timeout_s) fires first and can still ask the stuck process for its stack;
-    # under torchrun, with no such watch, this timeout is what ends a hung job
-    dist.init_process_group("nccl" if cuda else "gloo", init_method=init_method, rank=rank, world_size=world,
-                            timeout=datetime.timedelta(seconds=2 * cfg.timeout_s))
-    try:
-        return _ddp_train(rank, cfg, dev, q, stop)
-    except BaseException as e:
-        traceback.clear_frames(e.__traceback__)  # its frames hold DDP: let it go too (see below)
-        raise
-    finally:
-        # DDP's Reducer holds the process group. Had it been the last holder, freeing it would run the gloo
-        # group's destructor with the GIL held, which joins gloo's threads while one of them may still be freeing
-        # the last barrier's tensor, which needs the GIL: a deadlock, seen here about once in 30 runs
-        # (pytorch/pytorch#56297). So DDP is freed first, while the group is still registered, and
-        # destroy_process_group() drops the group through Python, which releases the GIL first.
-        gc.collect()
-        dist.destroy_process_group()
+    # under torchrun, with no such watch, this timeout is what ends a hung job. DDP is built inside _ddp_train, so
+    # it is freed before the group is destroyed (the teardown order of processes.process_group)
+    with processes.process_group("nccl" if cuda else "gloo", init_method, rank, cfg.processes, 2 * cfg.timeout_s):
+        return _ddp_train(rank, cfg, dev, link)
 
 
-def _ddp_train(rank: int, cfg: RunConfig, dev: torch.device, q, stop) -> RankStats:
+def _ddp_train(rank: int, cfg: RunConfig, dev: torch.device, link: processes.Link) -> RankStats:
     """The body of :func:`ddp_worker`, in the joined process group; everything it builds (DDP among it) is
     freed when it returns."""
     world = cfg.processes
@@ -484,97 +402,63 @@ def _ddp_train(rank: int, cfg: RunConfig, dev: torch.device, q, stop) -> RankSta
     ddp.register_comm_hook(meter, _timed_allreduce)
     opt = torch.optim.SGD(ddp.parameters(), lr=cfg.lr)
     stats = RankStats(rank)
-    _report(q, {"kind": "ready", "rank": rank})
+    link.report("ready", status="ready to train")
     for epoch in range(cfg.epochs):
         sums = torch.zeros(4, dtype=torch.float64)
         seconds = 0.0
         steps = 0
         comm0 = meter.seconds
-        for gb in global_batches(cfg.n_train(data), cfg.batch_size, epoch, cfg.seed):
+        for gb in reference.global_batches(cfg.n_train(data), cfg.batch_size, epoch, cfg.seed):
             _crash_if_asked(cfg, rank, stats.steps + steps)
-            mine = gb[rank::world].to(dev)
+            mine = reference.my_slice(gb, rank, world).to(dev)
             xb, yb = data.x_train[mine], data.y_train[mine]
             seconds += _train_step(ddp, opt, xb, yb, sums, dev)  # DDP all-reduces in backward()
             steps += 1
             stats.units += model.last_units
-            _progress(q, rank, epoch, stats.steps + steps)
+            _progress(link, epoch, stats.steps + steps)
         stats.steps += steps
         stats.examples += int(sums[2])
         stats.train_seconds += seconds
-        stats.comm_seconds = meter.seconds
-        stats.sync_bytes = meter.bytes
+        stats.comm_seconds, stats.sync_bytes, stats.collectives = meter.seconds, meter.bytes, meter.calls
         # one small all-reduce per epoch: the epoch's train metrics over all ranks, and whether to stop
-        sums[3] = 1.0 if (stop is not None and stop.is_set()) else 0.0
+        sums[3] = 1.0 if link.stopping() else 0.0
         dist.all_reduce(sums)
         if rank == 0:
             val = evaluate(model, data.x_val, data.y_val)
-            logs = _epoch_logs(epoch, sums, val, seconds, steps)
-            logs["comm_seconds"] = meter.seconds - comm0
-            _report(q, {"kind": "epoch", "logs": logs})
+            link.report("epoch", _epoch_report(epoch, sums, val, seconds, steps, meter.seconds - comm0),
+                        status=f"finished epoch {epoch}")
         dist.barrier()  # the others wait here, not inside the next step's timed all-reduce
         if sums[3] > 0:
             break
     if rank == 0:
-        _report(q, {"kind": "test", "acc": evaluate(model, data.x_test, data.y_test)[1]})
-    _report(q, {"kind": "stats", "stats": asdict(stats)})
+        link.report("test", evaluate(model, data.x_test, data.y_test)[1], status="evaluated the test set")
     return stats
 
 
-def _arm_stack_dump(dump_dir: str | None, rank: int) -> None:
-    """On SIGUSR1, write every thread's Python stack to ``dump_dir/rank<rank>.txt`` (the launcher asks for it
-    when a run hangs, and shows it: a notebook never sees a child process's stderr)."""
-    if dump_dir is None or not hasattr(signal, "SIGUSR1"):
-        return
-    import faulthandler
-
-    f = open(os.path.join(dump_dir, f"rank{rank}.txt"), "w")  # noqa: SIM115 -- open for the process's life
-    faulthandler.register(signal.SIGUSR1, file=f, all_threads=True)
+def _ddp_entry(link: processes.Link, cfg: RunConfig) -> RankStats:
+    return ddp_worker(link.rank, cfg, link.init_method, link)
 
 
-def _ddp_entry(rank: int, cfg: RunConfig, port: int, q, stop, dump_dir: str | None = None) -> None:
-    _arm_stack_dump(dump_dir, rank)
-    try:
-        ddp_worker(rank, cfg, f"tcp://{HOST}:{port}", q, stop)
-    except BaseException as e:  # tell the launcher first (with the time), then fail as usual
-        _report(q, {"kind": "error", "rank": rank, "time": time.time(), "error": _short(e)})
-        raise
-
-
-def share_parameters(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Move ``model``'s parameters into shared memory; returns them by name, to hand to other processes."""
-    return {name: p.data.share_memory_() for name, p in model.named_parameters()}
-
-
-def attach_parameters(model: nn.Module, shared: dict[str, torch.Tensor]) -> nn.Module:
-    """Point ``model``'s parameters at ``shared`` tensors (same storage: writes are seen by every process)."""
-    for name, p in model.named_parameters():
-        if shared[name].shape != p.shape:
-            raise ValueError(f"shared parameter {name} has shape {tuple(shared[name].shape)}, the model "
-                             f"{tuple(p.shape)}: build both from the same RunConfig")
-        p.data = shared[name]
-    return model
-
-
-def hogwild_worker(rank: int, cfg: RunConfig, shared: dict[str, torch.Tensor], q=None, stop=None,
-                   start=None) -> RankStats:
+def hogwild_worker(link: processes.Link, cfg: RunConfig, shared: dict[str, torch.Tensor], start=None) -> RankStats:
     """One Hogwild process: SGD on its shard (every ``processes``-th batch of the epoch) on the ``shared``
-    parameters (see :func:`share_parameters`), no lock. Rank 0 also evaluates after each of its epochs
-    (not timed)."""
+    parameters (see :func:`reference.share_parameters`), no lock ("independent": on its own copy). Rank 0 also
+    evaluates after each of its epochs (not timed). ``start``: a barrier, so that the processes really overlap."""
+    rank = link.rank
     torch.set_num_threads(1)
     data = load(cfg.dataset, seed=cfg.seed)
     model = build_model(cfg, data)  # its own LSH tables...
     if cfg.mode == "hogwild":
-        attach_parameters(model, shared)  # ...and the shared weights ("independent": its own copy)
+        reference.attach_parameters(model, shared)  # ...and the shared weights ("independent": its own copy)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr)  # plain SGD: sparse gradients update only their rows
     stats = RankStats(rank)
-    _report(q, {"kind": "ready", "rank": rank})
+    link.report("ready", status="ready to train")
     if start is not None:
-        start.wait(timeout=cfg.timeout_s)  # start together, so the processes really overlap
+        start.wait(timeout=cfg.timeout_s)
     for epoch in range(cfg.epochs):
         sums = torch.zeros(4, dtype=torch.float64)
         seconds = 0.0
         steps = 0
-        for gb in global_batches(cfg.n_train(data), cfg.batch_size, epoch, cfg.seed)[rank::cfg.processes]:
+        for gb in reference.global_batches(cfg.n_train(data), cfg.batch_size, epoch, cfg.seed)[rank::cfg.processes]:
             _crash_if_asked(cfg, rank, stats.steps + steps)
             xb, yb = data.x_train[gb], data.y_train[gb]
             seconds += _train_step(model, opt, xb, yb, sums)  # opt.step() writes into shared memory, no lock
@@ -582,243 +466,93 @@ def hogwild_worker(rank: int, cfg: RunConfig, shared: dict[str, torch.Tensor], q
             if cfg.mode == "hogwild":
                 stats.sync_bytes += gradient_bytes(model)  # written into the shared parameters
             stats.units += model.last_units
-            _progress(q, rank, epoch, stats.steps + steps)
-            if stop is not None and stop.is_set():
+            _progress(link, epoch, stats.steps + steps)
+            if link.stopping():
                 break
         stats.steps += steps
         stats.examples += int(sums[2])
         stats.epoch_rates.append(float(sums[2]) / max(seconds, 1e-12))
         stats.train_seconds += seconds
         if rank == 0:
-            logs = _epoch_logs(epoch, sums, evaluate(model, data.x_val, data.y_val), seconds, steps)
-            logs["comm_seconds"] = 0.0
-            _report(q, {"kind": "epoch", "logs": logs})
-        if stop is not None and stop.is_set():
+            link.report("epoch", _epoch_report(epoch, sums, evaluate(model, data.x_val, data.y_val), seconds, steps),
+                        status=f"finished epoch {epoch}")
+        if link.stopping():
             break
     if rank == 0 and cfg.mode == "independent":
-        _report(q, {"kind": "test", "acc": evaluate(model, data.x_test, data.y_test)[1]})
-    _report(q, {"kind": "stats", "stats": asdict(stats)})
+        link.report("test", evaluate(model, data.x_test, data.y_test)[1], status="evaluated the test set")
     return stats
 
 
-def _hogwild_entry(rank: int, cfg: RunConfig, shared: dict[str, torch.Tensor], q, stop, start,
-                   dump_dir: str | None = None) -> None:
-    _arm_stack_dump(dump_dir, rank)
-    try:
-        hogwild_worker(rank, cfg, shared, q, stop, start)
-    except BaseException as e:
-        _report(q, {"kind": "error", "rank": rank, "time": time.time(), "error": _short(e)})
-        raise
-
-
 # --- launching from a notebook or a script --------------------------------------------------------------
-def _describe_exit(code: int | None) -> str:
-    if code is None:
-        return "did not exit"
-    if code < 0:
-        try:
-            return f"was killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"was killed by signal {-code}"
-    return f"exited with code {code}"
+def _logs(r: EpochReport) -> dict[str, float]:
+    """An :class:`EpochReport` as the logs a :class:`History` and the callbacks read."""
+    return {"epoch": r.epoch, "train_loss": r.train_loss, "train_acc": r.train_acc, "val_loss": r.val_loss,
+            "val_acc": r.val_acc, "seconds": r.seconds, "samples_per_s": r.examples / max(r.seconds, 1e-12),
+            "step_seconds": r.seconds / max(r.steps, 1), "comm_seconds": r.comm_seconds}
 
 
-def _short(e: BaseException, limit: int = 140) -> str:
-    """``Type: first line`` of an exception, without C++ source locations, at most ``limit`` characters."""
-    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    first = re.sub(r"\[/[^\]]*\] ", "", first)
-    return f"{type(e).__name__}: {first if len(first) <= limit else first[: limit - 1] + '…'}"
-
-
-def _failure_message(pc, errors: list[dict], n: int, elapsed: float) -> str:
-    """Name the root cause, then what became of the others. A process that vanished (exit code other than
-    0/1, or a signal the launcher did not send) is the cause; otherwise the earliest exception reported by a
-    worker (the others typically fail after it, their peer gone)."""
-    for p in pc.processes:
-        p.join(timeout=5)
-    codes = [p.exitcode for p in pc.processes]
-    raised = {m["rank"]: m for m in sorted(errors, key=lambda m: m["time"])}
-    vanished = [i for i, c in enumerate(codes) if c not in (0, 1, None, -signal.SIGTERM) and i not in raised]
-    if vanished:
-        cause, what = vanished[0], _describe_exit(codes[vanished[0]])
-    elif raised:
-        cause = min(raised.values(), key=lambda m: m["time"])["rank"]
-        what = f"raised {raised[cause]['error']}"
-    else:
-        cause = next((i for i, c in enumerate(codes) if c not in (0, None)), 0)
-        what = _describe_exit(codes[cause])
-    others = [f"process {i} then raised {raised[i]['error']}" if i in raised else f"process {i} {_describe_exit(c)}"
-              for i, c in enumerate(codes) if i != cause]
-    return (f"process {cause} of {n} {what} after {elapsed:.1f} s; the run was stopped"
-            + (f" ({'; '.join(others)})" if others else "")
-            + ". Fix the failing process (its traceback is printed above), or run with processes=1 to debug.")
-
-
-def _describe_message(msg: dict) -> str:
-    kind = msg["kind"]
-    if kind == "step":
-        return f"training (epoch {msg['epoch']}, step {msg['step']})"
-    return {"ready": "ready to train", "epoch": f"finished epoch {msg.get('logs', {}).get('epoch')}",
-            "test": "evaluated the test set", "stats": "finished", "error": "raised an error"}.get(kind, kind)
-
-
-def _where_stuck(dump: str) -> str:
-    """Where a faulthandler dump's current thread is: its innermost frame and, if that is not in the course's
-    code, the innermost frame that is (``func (file:line)``)."""
-    block = dump.split("Current thread", 1)[-1]
-    frames = re.findall(r'File "([^"]+)", line (\d+) in (\S+)', block)
-    if not frames:
-        return "no stack"
-
-    def fmt(frame: tuple[str, str, str]) -> str:
-        return f"{frame[2]} ({os.path.basename(frame[0])}:{frame[1]})"
-
-    ours = next((f for f in frames if os.sep + "lessons_lib" + os.sep in f[0]), None)
-    return fmt(frames[0]) + (f" called from {fmt(ours)}" if ours not in (None, frames[0]) else "")
-
-
-def _hang_message(pc, dump_dir: str, last_said: dict[int, str], silent: float, elapsed: float) -> str:
-    """Ask every live process for its stack (SIGUSR1, see :func:`_arm_stack_dump`), print the stacks, and say
-    which process was where."""
-    alive = [i for i, p in enumerate(pc.processes) if p.is_alive()]
-    if hasattr(signal, "SIGUSR1"):
-        for i in alive:
-            os.kill(pc.processes[i].pid, signal.SIGUSR1)
-        time.sleep(0.5)
-    where = []
-    for i, p in enumerate(pc.processes):
-        path = os.path.join(dump_dir, f"rank{i}.txt")
-        dump = open(path).read() if os.path.exists(path) else ""
-        if dump:
-            print(f"--- stack of process {i} ---\n{dump}", file=sys.stderr)
-        state = f"stuck in {_where_stuck(dump)}" if i in alive and dump else (
-            "alive" if i in alive else _describe_exit(p.exitcode))
-        where.append(f"process {i}: last said {last_said.get(i, 'nothing')!r}, {state}")
-    return (f"the run hung: no process reported anything for {silent:.0f} s (after {elapsed:.1f} s) and it was "
-            f"stopped; {'; '.join(where)}. If it happens again, run with processes=1 to debug, or raise "
-            "timeout_s if a step really takes that long.")
-
-
-def start_method() -> str:
-    """"forkserver" where the OS has it (Linux, macOS): one clean server process imports torch, this module
-    and what DDP needs once, and every training process is forked from it in a fraction of a second. "spawn" elsewhere
-    (a fresh interpreter per process, ~2 s each). Never plain "fork": it would copy the notebook's threads."""
-    import multiprocessing
-
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        # DDP's constructor imports torch._dynamo (~800 modules, ~2 s): import it once in the server instead
-        multiprocessing.set_forkserver_preload([__name__, "torch._dynamo"])
-        return "forkserver"
-    return "spawn"
-
-
-def launch(cfg: RunConfig, *, callbacks: Sequence[Callback] = (), port: int | None = None) -> ParallelResult:
-    """Run ``cfg`` in ``cfg.processes`` fresh processes (``torch.multiprocessing``, :func:`start_method`) and
-    wait for them, feeding rank 0's progress to ``callbacks`` (the :mod:`lessons_lib.callbacks` contract; a
-    callback that sets ``stop_training`` ends the run at the next epoch end for ddp, next step for hogwild).
+def launch(cfg: RunConfig, *, callbacks: Sequence[Callback] = (), port: int | None = None,
+           average: Callable | None = None) -> ParallelResult:
+    """Run ``cfg`` in ``cfg.processes`` fresh processes (:func:`lessons_lib.processes.launch`) and wait for them,
+    feeding rank 0's progress to ``callbacks`` (the :mod:`lessons_lib.callbacks` contract; a callback that sets
+    ``stop_training`` ends the run at the next epoch end for ddp, next step for hogwild). ``average``: the gradient
+    averaging of a ``manual`` run (default :func:`reference.average_gradients`; a notebook's function is sent as
+    its source).
 
     Failures end the run, never hang it: a process that dies or raises stops the others and raises
-    :class:`WorkerError` naming the rank; a run silent for ``cfg.timeout_s`` is stopped as hung, with each
-    process's stack printed and where it was stuck named; the whole run is bounded by ``(4 + epochs) * timeout_s``.
-    """
+    :class:`lessons_lib.processes.WorkerError` naming the rank; a run silent for ``cfg.timeout_s`` is stopped as
+    hung, with each process's stack printed and where it was stuck named; the whole run is bounded by
+    ``(4 + epochs) * timeout_s``."""
     cfg = cfg.validate()
     data = load(cfg.dataset, seed=cfg.seed)  # create the cache once here, not N times in parallel
-    ctx = mp.get_context(start_method())
-    q = ctx.Queue()
-    stop = ctx.Event()
-    dump_dir = tempfile.mkdtemp(prefix="lessons_parallel_")  # where a hung process writes its stack
+    model = None
     if cfg.mode == "ddp":
-        port = resolve_port(port)
-        args: tuple = (cfg, port, q, stop, dump_dir)
-        entry = _ddp_entry
-        model = None
+        target, args = _ddp_entry, (cfg,)
+    elif cfg.mode == "manual":
+        target = reference.data_parallel_worker
+        args = (partial(build_model, cfg), cfg.dataset, cfg.epochs, cfg.batch_size, cfg.lr, cfg.seed,
+                processes.portable(average or reference.average_gradients, "average_gradients"), cfg.train_examples)
     else:
         model = build_model(cfg, data)
-        args = (cfg, share_parameters(model), q, stop, ctx.Barrier(cfg.processes), dump_dir)
-        entry = _hogwild_entry
+        ctx = torch.multiprocessing.get_context(processes.start_method())
+        target, args = hogwild_worker, (cfg, reference.share_parameters(model), ctx.Barrier(cfg.processes))
     history = History(config={k: v for k, v in asdict(cfg).items() if not k.startswith("crash")},
                       device=cfg.device)
-    steps_per_epoch = cfg.n_train(data) // cfg.batch_size // (cfg.processes if cfg.mode != "ddp" else 1)
+    steps_per_epoch = cfg.n_train(data) // cfg.batch_size // (1 if cfg.synchronous else cfg.processes)
     state = TrainState(model=model, optimizer=None, device=torch.device("cpu"), history=history, epochs=cfg.epochs,
                        steps_per_epoch=steps_per_epoch)
     result = ParallelResult(cfg, history)
-    stats: list[RankStats] = []
-    errors: list[dict] = []
-    t0 = time.perf_counter()
-    deadline = t0 + cfg.timeout_s * (4 + cfg.epochs)
-    heard_at = t0  # when a process last reported anything
-    last_said: dict[int, str] = {}  # rank -> what it last reported
+
+    def on_message(msg: processes.Message) -> None:
+        if msg.kind == "step":
+            state.epoch, state.step = msg.payload
+            for cb in callbacks:
+                cb.on_batch_end(state)
+        elif msg.kind == "epoch":
+            logs = _logs(msg.payload)
+            history.append(logs)
+            history.steps = state.step
+            state.epoch, state.logs = int(logs["epoch"]), logs
+            for cb in callbacks:
+                cb.on_epoch_end(state)
+        elif msg.kind == "test":
+            result.test_acc = float(msg.payload)
+
     for cb in callbacks:
         cb.on_train_begin(state)
-
-    def drain() -> None:
-        nonlocal heard_at
-        while True:
-            try:
-                msg = q.get_nowait()
-            except queue_mod.Empty:
-                return
-            kind = msg["kind"]
-            heard_at = time.perf_counter()
-            last_said[msg.get("rank", msg.get("stats", {}).get("rank", 0))] = _describe_message(msg)
-            if kind == "step":
-                state.epoch, state.step = msg["epoch"], msg["step"]
-                for cb in callbacks:
-                    cb.on_batch_end(state)
-            elif kind == "epoch":
-                logs = msg["logs"]
-                history.append(logs)
-                history.steps = state.step
-                state.epoch, state.logs = int(logs["epoch"]), logs
-                for cb in callbacks:
-                    cb.on_epoch_end(state)
-            elif kind == "test":
-                result.test_acc = float(msg["acc"])
-            elif kind == "stats":
-                stats.append(RankStats(**msg["stats"]))
-            elif kind == "error":
-                errors.append(msg)
-            if state.stop_training:
-                stop.set()
-
-    pc = mp.start_processes(entry, args=args, nprocs=cfg.processes, join=False, start_method=start_method())
+    t0 = time.perf_counter()
     try:
-        while True:
-            drain()
-            try:
-                if pc.join(timeout=0.05):
-                    break
-            except (mp.ProcessExitedException, mp.ProcessRaisedException):
-                elapsed = time.perf_counter() - t0
-                for p in pc.processes:
-                    p.join(timeout=5)
-                drain()
-                raise WorkerError(_failure_message(pc, errors, cfg.processes, elapsed)) from None
-            now = time.perf_counter()
-            if now - heard_at > cfg.timeout_s:
-                drain()  # a last look: something may have arrived since the top of the loop
-            if now - heard_at > cfg.timeout_s:
-                raise WorkerError(_hang_message(pc, dump_dir, last_said, now - heard_at, now - t0))
-            if now > deadline:
-                raise WorkerError(f"the run took longer than {deadline - t0:.0f} s and was stopped: raise "
-                                  "timeout_s, or lower epochs / processes")
-        drain()
+        ranks = processes.launch(target, args, processes=cfg.processes, timeout_s=cfg.timeout_s,
+                                 deadline_s=cfg.timeout_s * (4 + cfg.epochs), on_message=on_message,
+                                 should_stop=lambda: state.stop_training, port=port, device=cfg.device,
+                                 preload=PRELOAD)
     finally:
-        for p in pc.processes:
-            if p.is_alive():
-                p.terminate()
-        for p in pc.processes:
-            p.join(timeout=5)
-        shutil.rmtree(dump_dir, ignore_errors=True)
-        q.close()
         result.wall_seconds = time.perf_counter() - t0
         history.stop_reason = state.stop_reason
         for cb in callbacks:
             cb.on_train_end(state)
-    result.ranks = sorted(stats, key=lambda r: r.rank)
-    if len(result.ranks) != cfg.processes:
-        raise WorkerError(f"only {len(result.ranks)} of {cfg.processes} processes reported their results")
-    if cfg.mode != "ddp":  # rank 0's epoch logs hold its own speed: make samples/s the sum over the ranks
+    result.ranks = list(ranks)
+    if not cfg.synchronous:  # rank 0's epoch logs hold its own speed: make samples/s the sum over the ranks
         for e in range(len(history)):
             rates = [r.epoch_rates[e] for r in result.ranks if e < len(r.epoch_rates)]
             if len(rates) == cfg.processes:
@@ -828,19 +562,8 @@ def launch(cfg: RunConfig, *, callbacks: Sequence[Callback] = (), port: int | No
     return result
 
 
-def launch_with_restarts(cfg: RunConfig, restarts: int = 1) -> ParallelResult:
-    """:func:`launch`, started again (at most ``restarts`` times) when it fails, saying so — what
-    ``torchrun --max-restarts`` does for a job whose process died or hung. A run that fails every time raises
-    the last :class:`WorkerError`."""
-    for attempt in range(restarts + 1):
-        try:
-            return launch(cfg)
-        except WorkerError as e:
-            if attempt == restarts:
-                raise
-            print(f"{cfg.mode} {cfg.update} x{cfg.processes} batch {cfg.batch_size} failed: {e}\n"
-                  f"-> starting it again (restart {attempt + 1} of {restarts})", file=sys.stderr)
-    raise AssertionError("unreachable")
+def _describe(cfg: RunConfig) -> str:
+    return f"{cfg.mode} {cfg.update} x{cfg.processes} batch {cfg.batch_size}"
 
 
 def sweep(configs: Sequence[RunConfig], repeats: int = 1, progress: bool = True,
@@ -848,13 +571,13 @@ def sweep(configs: Sequence[RunConfig], repeats: int = 1, progress: bool = True,
     """Launch each config ``repeats`` times, the configs interleaved (1, 2, …, 1, 2, …) so that a slow spell of
     the machine does not land on one config only; keep each config's fastest run (highest examples/s), the
     usual estimator for "what this code can do here". One line of progress per config. A failed run is
-    started again up to ``restarts`` times (see :func:`launch_with_restarts`)."""
+    started again up to ``restarts`` times (:func:`lessons_lib.processes.with_restarts`)."""
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     best: list[ParallelResult | None] = [None] * len(configs)
     for _ in range(repeats):
         for i, cfg in enumerate(configs):
-            r = launch_with_restarts(cfg, restarts)
+            r = processes.with_restarts(lambda cfg=cfg: launch(cfg), restarts, _describe(cfg))
             if best[i] is None or r.throughput > best[i].throughput:
                 best[i] = r
     out = [r for r in best if r is not None]
@@ -875,6 +598,12 @@ def ddp_configs(processes: int = 2, seed: int | None = None) -> list[RunConfig]:
     return runs + [replace(base, batch_size=16, lr=0.05, update=u, processes=processes, epochs=1) for u in UPDATES]
 
 
+def manual_config(processes: int = 2, seed: int | None = None) -> RunConfig:
+    """The hand-made data-parallel run, with the settings of :func:`ddp_configs`' batch-64 runs (so the two can
+    be compared update for update)."""
+    return replace(ddp_configs(processes, seed)[0], mode="manual", processes=processes)
+
+
 def hogwild_configs(processes: int = 2, seed: int | None = None) -> list[RunConfig]:
     """The lesson's asynchronous runs, one example per step (batch 1: sparse updates touch 5% of the rows) over
     1,600 training examples: Hogwild dense and sparse with 1 and ``processes`` processes, and the independent
@@ -885,19 +614,23 @@ def hogwild_configs(processes: int = 2, seed: int | None = None) -> list[RunConf
     return runs + [replace(base, mode="independent", processes=processes)]
 
 
+def _num(x: float, fmt: str) -> str:
+    return "–" if math.isnan(x) else format(x, fmt)
+
+
 def results_table(rows: Sequence[ParallelResult]) -> str:
     """A plain-text table of :meth:`ParallelResult.row` (times in this run, on this machine). "KB/step": gradient
     bytes synchronized (ddp) or written to shared memory (hogwild) per step; "units": hidden units computed per
-    step."""
+    step ("–": not measured)."""
     heads = ("mode", "update", "procs", "batch", "s/epoch", "ms/step", "comm ms", "comm %", "KB/step", "units",
              "examples/s", "val acc", "test acc")
     table = [heads]
     for r in rows:
         d = r.row()
-        table.append((d["mode"], d["update"], str(d["processes"]), str(r.config.batch_size), f"{d['s/epoch']:.3f}",
-                      f"{d['ms/step']:.2f}", f"{d['comm ms/step']:.2f}", f"{100 * d['comm share']:.0f}%",
-                      f"{d['sync KB/step']:.1f}", f"{d['units/step']:.0f}", f"{d['examples/s']:,.0f}",
-                      f"{d['val acc']:.3f}", f"{d['test acc']:.3f}"))
+        table.append((d.mode, d.update, str(d.processes), str(d.batch_size), f"{d.s_per_epoch:.3f}",
+                      f"{d.ms_per_step:.2f}", f"{d.comm_ms_per_step:.2f}", f"{100 * d.comm_share:.0f}%",
+                      _num(d.sync_kb_per_step, ".1f"), _num(d.units_per_step, ".0f"), f"{d.examples_per_s:,.0f}",
+                      f"{d.val_acc:.3f}", f"{d.test_acc:.3f}"))
     widths = [max(len(row[i]) for row in table) for i in range(len(heads))]
     return "\n".join(" ".join(f"{c:>{w}}" for c, w in zip(row, widths)) for row in table)
 
@@ -921,51 +654,15 @@ def speedup(rows: Sequence[ParallelResult], mode: str, update: str, processes: i
             / pick(rows, base_mode, update, 1, batch_size).throughput)
 
 
-def plot_scaling(rows: Sequence[ParallelResult]):
-    """Left: time of each run split into compute and gradient synchronization — per step for DDP runs (the same
-    global batch whatever the processes), per epoch otherwise. Right: gradient bytes synchronized (ddp) or
-    written into shared memory (hogwild) per step, with the most processes."""
-    import matplotlib.pyplot as plt
-
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [2, 1]})
-    labels = [f"{r.config.mode}\n{r.config.update}\n{r.config.processes}p, b{r.config.batch_size}" for r in rows]
-    sync = all(r.config.mode == "ddp" for r in rows)
-    # synchronous steps process the same global batch whatever the processes: compare time per step;
-    # asynchronous processes step side by side: compare time per epoch (examples / summed throughput)
-    total = [1e3 * r.step_seconds if sync else r.epoch_seconds for r in rows]
-    comp = [t * (1 - r.comm_fraction) for t, r in zip(total, rows)]
-    comm = [t * r.comm_fraction for t, r in zip(total, rows)]
-    xs = list(range(len(rows)))
-    ax.bar(xs, comp, color="#4c72b0", label="compute")
-    if any(comm):
-        ax.bar(xs, comm, bottom=comp, color="#dd8452", label="gradient sync (all-reduce)")
-    ax.set_xticks(xs, labels, fontsize=8)
-    ax.set_ylabel("ms per step (global batch)" if sync else "seconds per epoch")
-    ax.set_title(("time per step" if sync else "time per epoch") + " (measured in this run)")
-    ax.legend(fontsize=8)
-    n = max(r.config.processes for r in rows)
-    shown = {}
-    for r in rows:
-        key = (r.config.mode, r.config.update)
-        if r.config.processes == n and r.sync_bytes_per_step > 0 and key not in shown:
-            shown[key] = r
-    kb = [r.sync_bytes_per_step / 1e3 for r in shown.values()]
-    bx.bar(range(len(kb)), kb, color=["#4c72b0" if u == "dense" else "#55a868" for _, u in shown])
-    bx.set_xticks(list(range(len(kb))), [f"{m} {u}\nbatch {r.config.batch_size}" for (m, u), r in shown.items()],
-                  fontsize=8)
-    bx.set_ylabel("KB per step")
-    bx.set_title(f"gradient bytes per step ({n} processes)")
-    for i, v in enumerate(kb):
-        bx.text(i, v, f"{v:.1f} KB", ha="center", va="bottom", fontsize=8)
-    bx.set_ylim(0, 1.15 * max(kb, default=1))
-    fig.tight_layout()
-    return fig
+def val_loss_gap(a: ParallelResult, b: ParallelResult) -> float:
+    """|difference| of the two runs' last validation losses (0 when they computed the same updates)."""
+    return abs(a.history.val_loss[-1] - b.history.val_loss[-1])
 
 
 # --- the live panel -----------------------------------------------------------------------------------
-def parallel_experiment(*, device: str = "cpu", callbacks: Sequence[Callback] = (), mode: str = "ddp",
-                        update: str = "dense", processes: int = 2, epochs: int = 3, batch_size: int = 64,
-                        width: int = 1000) -> History:
+def experiment(*, device: str = "cpu", callbacks: Sequence[Callback] = (), mode: str = "ddp",
+               update: str = "dense", processes: int = 2, epochs: int = 3, batch_size: int = 64,
+               width: int = 1000) -> History:
     """The panel's experiment (contract of :mod:`lessons_lib.panel`): one :func:`launch`; the History's
     config carries the run's time split and bytes per step."""
     cfg = RunConfig(mode=mode, update=update, processes=processes, epochs=epochs, batch_size=batch_size,
@@ -982,22 +679,25 @@ def make_panel():
 
     from ..panel import LivePanel
 
+    cores = processes.cpu_cores()
     knobs = {
         "mode": w.ToggleButtons(options=[("sync (DDP)", "ddp"), ("async (Hogwild)", "hogwild")], value="ddp",
                                 description="mode"),
         "update": w.ToggleButtons(options=[("dense", "dense"), ("sparse (LSH 5%)", "sparse")], value="dense",
                                   description="update"),
-        "processes": w.IntSlider(value=min(2, cpu_cores()), min=1, max=max(4, cpu_cores()), description="processes"),
+        "processes": w.IntSlider(value=min(2, cores), min=1, max=max(4, cores), description="processes"),
         "epochs": w.IntSlider(value=3, min=1, max=20, description="epochs"),
         "batch_size": w.Dropdown(options=[1, 4, 8, 16, 64, 256, 1024], value=64, description="batch size"),
         "width": w.Dropdown(options=[250, 1000, 4000], value=1000, description="width"),
     }
-    return LivePanel(parallel_experiment, knobs, title="Lesson 10: processes, sync vs async, dense vs sparse")
+    return LivePanel(experiment, knobs, title="Lesson 10: processes, sync vs async, dense vs sparse")
 
 
-# --- claims and exercises -----------------------------------------------------------------------------
-def claims_table(ddp: Sequence[ParallelResult], hog: Sequence[ParallelResult]) -> Claims:
-    """The lesson's claims, measured from this run's :func:`ddp_configs` and :func:`hogwild_configs` runs."""
+# --- claims ---------------------------------------------------------------------------------------------
+def claims(ddp: Sequence[ParallelResult], hog: Sequence[ParallelResult],
+           by_hand: ParallelResult | None = None) -> Claims:
+    """The lesson's claims, measured from this run's :func:`ddp_configs` and :func:`hogwild_configs` runs (and the
+    hand-made data-parallel run of :func:`manual_config`, when given)."""
     n = max(r.config.processes for r in ddp)
     c = Claims("10 parallel training")
     src = "seed 003 (Spring & Shrivastava)"
@@ -1007,9 +707,16 @@ def claims_table(ddp: Sequence[ParallelResult], hog: Sequence[ParallelResult]) -
     c.add("More compute per step (a bigger batch per process) makes that share smaller", "the lesson",
           f"{small.comm_fraction:.0%} at batch 64 vs {large.comm_fraction:.0%} at batch 512",
           large.comm_fraction < small.comm_fraction)
-    gap = abs(small.history.val_loss[-1] - pick(ddp, "ddp", "dense", 1, 64).history.val_loss[-1])
+    gap = val_loss_gap(small, pick(ddp, "ddp", "dense", 1, 64))
     c.add(f"DDP with {n} processes computes the same updates as 1 process on the whole batch (criterion: "
           "val loss within 1e-4)", "DDP's contract", f"val loss after 3 epochs differs by {gap:.1e}", gap < 1e-4)
+    if by_hand is not None:
+        gap = val_loss_gap(small, by_hand)
+        c.add("Averaging the gradients by hand (one all_reduce per parameter) computes what DDP computes "
+              "(criterion: val loss within 1e-4)", "the lesson",
+              f"val loss differs by {gap:.1e}; all-reduce time per step with {n} processes: by hand (one per "
+              f"parameter) {1e3 * by_hand.comm_per_step:.2f} ms, DDP ({small.collectives_per_step:.0f} bucket) "
+              f"{1e3 * small.comm_per_step:.2f} ms", gap < 1e-4)
     s64, s512 = speedup(ddp, "ddp", "dense", n, 64), speedup(ddp, "ddp", "dense", n, 512)
     c.add(f"DDP trains faster with {n} processes than with 1", "the lesson",
           f"{s64:.2f}× the examples/s at batch 64, {s512:.2f}× at batch 512", s64 > 1 and s512 > 1)
@@ -1043,28 +750,19 @@ def claims_table(ddp: Sequence[ParallelResult], hog: Sequence[ParallelResult]) -
     return c
 
 
-def check_examples_per_process(answer: int) -> bool:
-    """DDP, global batch 64, 4 processes: how many examples does each process compute per step?"""
-    return check(answer, 16, praise="the global batch is split: each process computes 64 / 4 = 16 examples.",
-                 hint="DDP splits the global batch between the processes.")
-
-
-def check_dense_bytes(answer: int) -> bool:
-    """Bytes DDP all-reduces per step for UnitMajorNet(40 inputs, width 1000, 10 outputs), float32."""
-    return check(answer, dense_sync_bytes(40, 1000, 10),
-                 praise="every gradient element, 4 bytes each: (1000×41 + 1000×10 + 10) × 4.",
-                 hint="count hidden weights with their bias (1000 × 41), output weights (1000 × 10) and output "
-                      "bias (10), then 4 bytes each.")
-
-
-def check_sparse_bytes(answer: int) -> bool:
-    """Bytes of the sparse gradient when a step touches 50 units of that network (int64 indices)."""
-    return check(answer, sparse_sync_bytes(40, 50, 10),
-                 praise="per table, 50 indices of 8 bytes and 50 rows of floats; plus the dense 10-float bias.",
-                 hint="hidden: 50 × (8 + 41 × 4); output: 50 × (8 + 10 × 4); bias: 10 × 4.")
-
-
 # --- torchrun entry point -------------------------------------------------------------------------------
+class _Printer:
+    """Stands in for the launcher's queue under torchrun: rank 0 prints its epoch reports."""
+
+    def put(self, msg: processes.Message) -> None:
+        if msg.kind == "epoch":
+            r: EpochReport = msg.payload
+            print(f"epoch {r.epoch + 1}: train loss {r.train_loss:.3f}, val acc {r.val_acc:.3f}, "
+                  f"{r.seconds:.2f} s ({r.comm_seconds:.2f} s all-reduce)", flush=True)
+        elif msg.kind == "test":
+            print(f"test accuracy {msg.payload:.3f}", flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``torchrun --standalone --nproc-per-node 2 -m lessons_lib.parallel.lab`` (or ``--nnodes`` on a cluster):
     each process reads RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT from torchrun. Without torchrun,
@@ -1083,30 +781,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                     width=a.width, device=a.device, timeout_s=a.timeout, seed=get_seed())
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:  # started by torchrun
         if cfg.mode != "ddp":
-            ap.error("torchrun starts DDP runs; for hogwild run without torchrun")
+            ap.error("torchrun starts DDP runs; for the other modes run without torchrun")
         rank = int(os.environ["RANK"])
         cfg = replace(cfg, processes=int(os.environ["WORLD_SIZE"])).validate()
-        q = _PrintQueue() if rank == 0 else None
-        s = ddp_worker(rank, cfg, "env://", q)
+        link = processes.Link(rank, cfg.processes, sink=_Printer() if rank == 0 else None)
+        s = ddp_worker(rank, cfg, "env://", link)
         print(f"rank {rank}/{cfg.processes}: {s.steps} steps, {s.train_seconds:.2f} s training, "
               f"{s.comm_seconds:.2f} s in all-reduce, {s.sync_bytes / max(s.steps, 1) / 1e3:.1f} KB synced per step",
               flush=True)
         return 0
-    r = launch(cfg)
+    from lessons_lib.parallel import lab  # this module by its name: `python -m` runs it as __main__, whose
+    r = lab.launch(cfg)                    # functions a fresh process could not import
     print(results_table([r]))
     return 0
-
-
-class _PrintQueue:
-    """Stands in for the launcher's queue under torchrun: rank 0 prints its epoch lines."""
-
-    def put(self, msg: dict) -> None:
-        if msg["kind"] == "epoch":
-            lg = msg["logs"]
-            print(f"epoch {int(lg['epoch']) + 1}: train loss {lg['train_loss']:.3f}, val acc {lg['val_acc']:.3f}, "
-                  f"{lg['seconds']:.2f} s ({lg['comm_seconds']:.2f} s all-reduce)", flush=True)
-        elif msg["kind"] == "test":
-            print(f"test accuracy {msg['acc']:.3f}", flush=True)
 
 
 if __name__ == "__main__":

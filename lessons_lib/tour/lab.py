@@ -22,10 +22,9 @@ from ..callbacks import Callback
 from ..claims import Claims
 from ..data import load
 from ..device import synchronize
-from ..exercises import check
 from ..models import mlp
 from ..seeds import seed_everything
-from ..timing import Timing, time_it
+from ..timing import Timing, threads, time_it
 from ..training import History, fit
 
 
@@ -39,18 +38,21 @@ class WarmupResult:
         return self.first_calls[0] / self.steady.median
 
 
-def warmup_demo(device: str = "cpu", size: int = 256, n_first: int = 3) -> WarmupResult:
-    """Time the very first calls of a fresh model's forward+backward, then the steady state."""
+def warmup_demo(device: str = "cpu", size: int = 256, n_first: int = 3, n_threads: int | None = 1) -> WarmupResult:
+    """Time the very first calls of a fresh model's forward+backward, then the steady state. ``n_threads``: torch
+    threads for the demo (one by default: on a busy machine two threads of a small model stall each other, and the
+    stalls, not the warm-up, would dominate the steady-state times)."""
     seed_everything()
-    model = mlp(size, [size, size], 10).to(device)
-    x = torch.randn(512, size, device=device)
+    with threads(n_threads):
+        model = mlp(size, [size, size], 10).to(device)
+        x = torch.randn(512, size, device=device)
 
-    def step() -> None:
-        model.zero_grad(set_to_none=True)
-        model(x).sum().backward()
+        def step() -> None:
+            model.zero_grad(set_to_none=True)
+            model(x).sum().backward()
 
-    firsts = time_it(step, device=device, warmup=0, repeats=n_first).times  # no warm-up: the first calls
-    return WarmupResult(firsts, time_it(step, device=device, warmup=3, repeats=30))
+        firsts = time_it(step, device=device, warmup=0, repeats=n_first).times  # no warm-up: the first calls
+        return WarmupResult(firsts, time_it(step, device=device, warmup=3, repeats=30))
 
 
 @dataclass
@@ -99,7 +101,7 @@ def noise_demo(repeats: int = 200, size: int = 200_000, burst_every: int = 25, b
     return time_it(op, warmup=5, repeats=repeats)
 
 
-def tour_experiment(
+def experiment(
     *, device: str = "cpu", callbacks: Sequence[Callback] = (), width: int = 128, lr: float = 1e-3, epochs: int = 15,
     batch_size: int = 64, optimizer: str = "adam", seed: int | None = None,
 ) -> History:
@@ -126,10 +128,11 @@ def make_panel():
         "batch_size": w.SelectionSlider(options=[16, 64, 256, 1024], value=64, description="batch size", style=style),
         "epochs": w.IntSlider(value=15, min=1, max=100, description="epochs", style=style),
     }
-    return LivePanel(tour_experiment, knobs, title="Tour: an MLP on the 8x8 digits")
+    return LivePanel(experiment, knobs, title="Tour: an MLP on the 8x8 digits")
 
 
 def claims(warm: WarmupResult, sync: SyncResult, noise: Timing, gpu_sync: SyncResult | None) -> Claims:
+    """The tour's claims table, each verdict computed from this run's demos (``gpu_sync``: None without a GPU)."""
     c = Claims("00 tour")
     c.add("The first call is slower than the steady state (warm-up; by more than 10%)", "lesson",
           f"first call {warm.first_over_median:.1f}x the steady median", warm.first_over_median > 1.1)
@@ -162,26 +165,3 @@ def plot_noise(noise: Timing):
     ax.legend()
     fig.tight_layout()
     return fig
-
-
-# --- exercises ---------------------------------------------------------------------------------
-def check_statistic(answer: str) -> bool:
-    """Exercise 1: which statistic of repeated timings does the course report, "mean" or "median"?"""
-    return check(answer, "median", normalize=lambda s: str(s).strip().lower(),
-                 praise="The median ignores the rare long outliers that other programs cause.",
-                 hint="Look at the histogram: which line stays with the bulk of the calls?")
-
-
-def check_sync_call(answer: str) -> bool:
-    """Exercise 2: the lessons_lib function to call before reading the clock on a GPU."""
-    return check(answer, "synchronize", normalize=lambda s: str(s).strip().lower().removesuffix("()").split(".")[-1],
-                 praise="synchronize(device) waits until the GPU has finished the queued work.",
-                 hint="It is in lessons_lib.device; its name says what it does to the device and the host.")
-
-
-def check_cores(answer: int) -> bool:
-    """Exercise 3: how many logical cores does the hardware report show on *your* machine?"""
-    import os
-
-    return check(answer, os.cpu_count(), praise="That is what torch and numpy can use in parallel.",
-                 hint="Read the 'cores (physical / logical)' line of the report.")
