@@ -44,8 +44,14 @@ class Claim:
 class Claims:
     """Collect claims with :meth:`add`; the object displays as a table in Jupyter and as text in print."""
 
-    def __init__(self, lesson: str):
+    def __init__(self, lesson: str, machine: str | None = None):
+        """``machine``: where the figures were measured (default: this machine's CPU, cores, torch build, GPU)."""
+        if machine is None:
+            from .device import hardware_report
+
+            machine = hardware_report().machine()
         self.lesson = lesson
+        self.machine = machine
         self.rows: list[Claim] = []
 
     def add(self, claim: str, source: str, measured: str, holds: bool | str | None) -> Claim:
@@ -65,10 +71,11 @@ class Claims:
                              for v in (r.claim, r.source, r.measured, self._verdict(r.verdict))) + "</tr>"
             for r in self.rows
         )
-        return f"<b>{html.escape(self.lesson)}: claims measured in this run</b><table><tr>{head}</tr>{body}</table>"
+        return (f"<b>{html.escape(self.lesson)}: claims measured in this run</b><br><small>measured on: "
+                f"{html.escape(self.machine)}</small><table><tr>{head}</tr>{body}</table>")
 
     def __str__(self) -> str:
-        lines = [f"{self.lesson}: claims measured in this run"]
+        lines = [f"{self.lesson}: claims measured in this run", f"measured on: {self.machine}"]
         for r in self.rows:
             lines.append(f"- {r.claim} [{r.source}]\n    measured: {r.measured}\n    {self._verdict(r.verdict)}")
         return "\n".join(lines)

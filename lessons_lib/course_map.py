@@ -59,6 +59,7 @@ class LedgerRow:
     source: str
     measured: str
     verdict: str
+    machine: str = "—"
 
 
 def notebook_for(lesson: Lesson) -> Path | None:
@@ -79,12 +80,15 @@ def claims_rows(notebook: Path) -> list[LedgerRow]:
             m = CLAIMS_HEADER.match(lines[0]) if lines else None
             if not m:
                 continue
-            # Claims.__str__ prints each row as 3 lines: "- claim [source]", "measured: ...", verdict
+            # Claims.__str__ prints "measured on: <machine>", then each row as 3 lines: "- claim [source]",
+            # "measured: ...", verdict
+            machine = next((ln.removeprefix("measured on: ") for ln in lines[1:2] if ln.startswith("measured on: ")),
+                           "—")
             for i, line in enumerate(lines):
                 r = ROW.match(line)
                 if r and i + 2 < len(lines):
                     measured = lines[i + 1].strip().removeprefix("measured: ")
-                    rows.append(LedgerRow(m.group(1), r["claim"], r["source"], measured, lines[i + 2].strip()))
+                    rows.append(LedgerRow(m.group(1), r["claim"], r["source"], measured, lines[i + 2].strip(), machine))
     return rows
 
 
@@ -112,14 +116,17 @@ def render() -> str:
                    f"{', '.join(les.seeds) or '—'} | {secs} | {mem} |")
     out += ["", "## Claims ledger", "",
             "Every claim a lesson measures — from the seed texts (`../shared/seeds/`, source column) or from the "
-            "lesson itself — with the figure measured in the notebook's committed run and the verdict there.", "",
-            "| lesson | claim | source | measured | verdict |", "|---|---|---|---|---|"]
+            "lesson itself — with the figure measured in the notebook's committed run and the verdict there. "
+            "Where it was measured:", ""]
+    machines = sorted({r.machine for les in LESSONS if (nb := notebook_for(les)) for r in claims_rows(nb)})
+    out += [f"- machine {chr(65 + i)}: {m}" for i, m in enumerate(machines)]
+    out += ["", "| lesson | claim | source | measured | verdict | machine |", "|---|---|---|---|---|---|"]
     for les in LESSONS:
         nb = notebook_for(les)
         if nb is None:
             continue
         for r in claims_rows(nb):
-            cells = [r.lesson, r.claim, r.source, r.measured, r.verdict]
+            cells = [r.lesson, r.claim, r.source, r.measured, r.verdict, chr(65 + machines.index(r.machine))]
             out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(out) + "\n"
 

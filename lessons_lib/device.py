@@ -150,6 +150,11 @@ class HardwareReport:
             rows.append(("GPU", f"none: {self.gpu_reason}"))
         return rows
 
+    def machine(self) -> str:
+        """One line naming where a measurement was made: CPU, cores, torch build, GPU."""
+        gpu = ", ".join(g["name"] for g in self.gpus) or "no GPU"
+        return f"{self.cpu_model}, {self.logical_cores} logical cores, torch {self.torch_version}, {gpu}"
+
     def __str__(self) -> str:
         width = max(len(k) for k, _ in self.rows())
         return "\n".join(f"{k:<{width}}  {v}" for k, v in self.rows())
