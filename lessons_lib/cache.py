@@ -1,6 +1,9 @@
 """Files the course writes: atomic (temporary name + rename) and checksummed (a ``.sha256`` beside them).
 
-A crash or a full disk mid-write leaves the old file or nothing, never half a file.
+A crash or a full disk mid-write leaves the old file or nothing, never half a file. A temporary file is named
+``.<name>.<pid>.<random>.tmp``: when its writer was killed (``kill -9`` runs no cleanup), the next write into that
+folder sees that the process is gone and removes it. Files are written mode 0644 (readable by every user: data
+built by one user, e.g. a container build as root, is read by another).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import hashlib
 import io
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -17,14 +21,63 @@ from typing import BinaryIO
 import numpy as np
 
 DATA_DIR_ENV = "LESSONS_DATA_DIR"
+FILE_MODE = 0o644
+STALE_AFTER_S = 3600.0  # a temporary file with no live writer's pid in its name counts as stale after this
+
+
+class CacheWriteError(OSError):
+    """The course cannot write where it keeps its files (a read-only or missing folder); says what to do."""
+
+
+def _unwritable(path: Path, e: OSError) -> CacheWriteError:
+    return CacheWriteError(
+        f"cannot write {path}: {e.strerror or e}. The course keeps generated data in {path.parent}; make that "
+        f"folder writable, or point {DATA_DIR_ENV} at a writable folder (e.g. {DATA_DIR_ENV}=$HOME/lessons-data)")
 
 
 def data_dir() -> Path:
-    """Where generated data is cached: ``$LESSONS_DATA_DIR`` or ``data/`` at the repository root."""
+    """Where generated data is cached: ``$LESSONS_DATA_DIR`` or ``data/`` at the repository root.
+
+    The folder is created when missing; :class:`CacheWriteError` when that is not possible. A folder that exists
+    but is read-only is returned (cached files can still be read); writing into it raises :class:`CacheWriteError`.
+    """
     env = os.environ.get(DATA_DIR_ENV)
-    path = Path(env) if env else Path(__file__).resolve().parents[1] / "data"
-    path.mkdir(parents=True, exist_ok=True)
+    path = Path(env).expanduser() if env else Path(__file__).resolve().parents[1] / "data"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _unwritable(path / "(the folder itself)", e) from None
+    if not path.is_dir():
+        raise CacheWriteError(f"{DATA_DIR_ENV}={env!r} is not a folder: point it at a folder "
+                              "(it is created if missing)")
     return path
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def sweep_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files of writers that no longer run (killed mid-write); return what was removed."""
+    removed = []
+    for tmp in Path(folder).glob(".*.tmp"):
+        parts = tmp.name.split(".")  # ["", name..., pid, random, "tmp"]
+        pid = int(parts[-3]) if len(parts) >= 5 and parts[-3].isdigit() else None
+        try:
+            stale = (not _pid_alive(pid)) if pid is not None and pid != os.getpid() else (
+                pid is None and time.time() - tmp.stat().st_mtime > STALE_AFTER_S)
+            if stale:
+                tmp.unlink()
+                removed.append(tmp)
+        except OSError:  # gone meanwhile, or not ours to remove: leave it
+            pass
+    return removed
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -45,9 +98,14 @@ def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
     which is fsynced and renamed onto ``path`` when the block ends normally, and deleted if it raises (a full
     disk, a failed checksum, Ctrl-C): ``path`` never holds half a file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sweep_stale_temporaries(path.parent)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
+    except OSError as e:
+        raise _unwritable(path, e) from None
+    try:
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()

@@ -69,7 +69,11 @@ def notebook_for(lesson: Lesson) -> Path | None:
 
 def claims_rows(notebook: Path) -> list[LedgerRow]:
     """The rows of every claims table printed in an executed notebook's outputs (text/plain of ``Claims``)."""
-    nb = json.loads(notebook.read_text())
+    return claims_from_notebook(json.loads(notebook.read_text()))
+
+
+def claims_from_notebook(nb: dict) -> list[LedgerRow]:
+    """:func:`claims_rows` of a notebook already read (a dict or an nbformat node)."""
     rows: list[LedgerRow] = []
     for cell in nb.get("cells", []):
         for out in cell.get("outputs", []):

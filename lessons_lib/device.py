@@ -91,8 +91,10 @@ def pick_device(kind: str = "auto") -> torch.device:
 
 
 def synchronize(device: torch.device | str) -> None:
-    """Wait until all queued work on ``device`` is done (no-op on the CPU). Call before reading a clock."""
-    dev = torch.device(device)
+    """Wait until all queued work on ``device`` is done (no-op on the CPU). Call before reading a clock.
+
+    A GPU that is not there raises :class:`DeviceUnavailableError` (how to get one), not torch's assertion."""
+    dev = pick_device(device)
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     elif dev.type == "mps":

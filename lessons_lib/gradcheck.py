@@ -13,7 +13,14 @@ import numpy as np
 
 
 def numerical_gradient(f: Callable[[], float], x: np.ndarray, h: float = 1e-5) -> np.ndarray:
-    """d f / d x by centred differences; ``f`` reads ``x`` (modified in place, then restored)."""
+    """d f / d x by centred differences; ``f`` reads ``x`` (modified in place, then restored).
+
+    ``x`` must be a floating-point array (float64 for a meaningful check): ``x + h`` on integers would truncate."""
+    if not isinstance(x, np.ndarray) or x.dtype.kind != "f":
+        raise ValueError(f"x must be a floating-point numpy array to differentiate, got "
+                         f"{getattr(x, 'dtype', type(x).__name__)}: pass x.astype(np.float64)")
+    if h <= 0 or not np.isfinite(h):
+        raise ValueError(f"h={h!r}: the step must be a small positive number, e.g. 1e-5")
     grad = np.zeros_like(x, dtype=np.float64)
     it = np.nditer(x, flags=["multi_index"], op_flags=[["readwrite"]])
     while not it.finished:

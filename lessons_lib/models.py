@@ -9,6 +9,8 @@ from collections.abc import Callable, Sequence
 
 from torch import nn
 
+from .validate import BadArgument, check_choice, check_int, check_p
+
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
     "tanh": nn.Tanh,
@@ -31,19 +33,20 @@ def mlp(
     Each hidden layer is ``Linear -> activation`` followed by ``dropout_layer(dropout)`` when
     ``dropout > 0`` (``dropout`` = probability to drop). ``widths=[]`` gives a linear model.
     """
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {activation!r}: choose one of {', '.join(ACTIVATIONS)}")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout is the probability to drop and must be in [0, 1), got {dropout}")
-    if n_in < 1 or n_out < 1 or any(int(w) < 1 for w in widths):
-        raise ValueError(f"layer sizes must be >= 1, got n_in={n_in}, widths={list(widths)}, n_out={n_out}")
+    check_choice(activation, "activation", ACTIVATIONS)
+    dropout = check_p(dropout, "dropout")
+    n_in = check_int(n_in, "n_in", low=1, fix="the number of input features, e.g. data.n_features")
+    n_out = check_int(n_out, "n_out", low=1, fix="the number of classes, e.g. data.n_classes")
+    if isinstance(widths, (str, bytes)) or not hasattr(widths, "__iter__"):
+        raise BadArgument(f"widths={widths!r}: must be a list of hidden-layer widths, e.g. [256, 256] ([] for none)")
+    widths = [check_int(w, f"widths[{i}]", low=1) for i, w in enumerate(widths)]
     layers: list[nn.Module] = []
     prev = n_in
     for w in widths:
-        layers += [nn.Linear(prev, int(w)), ACTIVATIONS[activation]()]
+        layers += [nn.Linear(prev, w), ACTIVATIONS[activation]()]
         if dropout > 0:
             layers.append(dropout_layer(dropout))
-        prev = int(w)
+        prev = w
     layers.append(nn.Linear(prev, n_out))
     return nn.Sequential(*layers)
 

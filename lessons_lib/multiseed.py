@@ -121,7 +121,7 @@ def fit_seeds(
     ``torch.manual_seed(s)``). ``seconds`` in each History is the epoch's time for all M models, divided by M.
     """
     seeds = _seeds(seeds)
-    dev = device if isinstance(device, torch.device) else pick_device(device)
+    dev = pick_device(device)  # a torch.device too: a missing GPU gets the course's message
     models = []
     for s in seeds:
         torch.manual_seed(s)

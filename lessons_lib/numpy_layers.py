@@ -13,6 +13,13 @@ import numpy as np
 from .gradcheck import numerical_gradient, numerical_gradient_array, relative_error
 
 
+def _same_shape(dout: np.ndarray, shape: tuple, what: str) -> None:
+    """A backward's upstream gradient must have its forward output's shape (numpy would broadcast it silently)."""
+    if np.shape(dout) != tuple(shape):
+        raise ValueError(f"{what}: dout has shape {np.shape(dout)} but the forward output had shape {tuple(shape)}; "
+                         "pass d loss / d out of that very output")
+
+
 def linear_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, tuple]:
     """``out = x @ w + b`` with x (n, d_in), w (d_in, d_out), b (d_out,)."""
     if x.ndim != 2 or w.ndim != 2 or x.shape[1] != w.shape[0] or b.shape != (w.shape[1],):
@@ -25,6 +32,7 @@ def linear_backward(dout: np.ndarray, cache: tuple, need_dx: bool = True) -> tup
     """Gradients ``(dx, dw, db)`` of a loss given ``dout`` = d loss / d out (``dx`` None if not ``need_dx``,
     e.g. for the first layer, whose input is data)."""
     x, w = cache
+    _same_shape(dout, (x.shape[0], w.shape[1]), "linear_backward")
     return (dout @ w.T if need_dx else None), x.T @ dout, dout.sum(axis=0)
 
 
@@ -35,6 +43,8 @@ def relu_forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def relu_backward(dout: np.ndarray, cache: np.ndarray) -> np.ndarray:
+    """``dout`` where the input was positive, 0 elsewhere (``dout`` has the forward output's shape)."""
+    _same_shape(dout, cache.shape, "relu_backward")
     return dout * cache
 
 
@@ -42,6 +52,11 @@ def softmax_cross_entropy_forward(logits: np.ndarray, y: np.ndarray) -> tuple[fl
     """Mean cross-entropy (nats) of ``logits`` (n, classes) against integer labels ``y`` (n,)."""
     if logits.ndim != 2 or y.shape != (logits.shape[0],):
         raise ValueError(f"need logits (n, classes) and labels (n,), got {logits.shape} and {y.shape}")
+    y = np.asarray(y)
+    if y.dtype.kind not in "iu" or (y.size and (y.min() < 0 or y.max() >= logits.shape[1])):
+        raise ValueError(f"labels y must be integers in 0..{logits.shape[1] - 1} (one per row of logits), got dtype "
+                         f"{y.dtype} and values {y.min() if y.size else '-'}..{y.max() if y.size else '-'}: a label "
+                         "of -1 would silently score the last class")
     shifted = logits - logits.max(axis=1, keepdims=True)  # stable: exp never overflows
     log_z = np.log(np.exp(shifted).sum(axis=1, keepdims=True))
     log_probs = shifted - log_z

@@ -53,6 +53,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from .device import pick_device
+from .validate import check_int
+
 HOST = "127.0.0.1"
 # the fork server imports these once; DDP's constructor imports torch._dynamo (~800 modules, ~2 s per process
 # otherwise), so it is here even though only some workers build a DDP
@@ -85,9 +88,9 @@ def cpu_cores() -> int:
 def check_processes(processes: int, device: str = "cpu") -> int:
     """Validate a process count. More processes than cores warns (:class:`OversubscribedWarning`) and runs;
     on CUDA each process needs its own GPU (NCCL), so more processes than GPUs is an error."""
-    if not isinstance(processes, int) or isinstance(processes, bool) or processes < 1:
-        raise ValueError(f"processes must be an integer >= 1, got {processes!r}")
+    processes = check_int(processes, "processes", low=1, fix="start at least one process")
     if device == "cuda":
+        pick_device("cuda")  # no GPU here: DeviceUnavailableError says so and how to get one
         n = torch.cuda.device_count()
         if processes > n:
             raise ValueError(f"{processes} processes need {processes} GPUs with NCCL, this machine has {n}: "

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .device import synchronize
+from .device import pick_device, synchronize
+from .validate import BadArgument, check_int
 
 
 def format_seconds(s: float) -> str:
@@ -81,9 +82,12 @@ def time_it(
 
     The device is synchronized before each clock read. Returns seconds per single call.
     """
-    if repeats < 1 or number < 1 or warmup < 0:
-        raise ValueError("time_it needs repeats >= 1, number >= 1 and warmup >= 0")
-    dev = str(torch.device(device))
+    repeats = check_int(repeats, "repeats", low=1, fix="time at least one repeat")
+    number = check_int(number, "number", low=1, fix="each repeat calls fn at least once")
+    warmup = check_int(warmup, "warmup", low=0)
+    if not callable(fn):
+        raise BadArgument(f"fn={fn!r}: must be a function to call, e.g. lambda: model(x)")
+    dev = str(pick_device(device))  # a missing GPU: the course's message, not torch's assertion
     warm = []
     for _ in range(warmup):
         synchronize(dev)
@@ -106,7 +110,7 @@ class Stopwatch:
     """``with Stopwatch(device) as sw: ...`` then ``sw.seconds``; synchronizes on entry and exit."""
 
     def __init__(self, device: torch.device | str = "cpu"):
-        self.device = torch.device(device)
+        self.device = pick_device(device)
         self.seconds = float("nan")
         self._t0 = 0.0
 

@@ -20,6 +20,7 @@ from .device import pick_device
 from .history import History  # noqa: F401  (History is part of fit's contract)
 from .seeds import get_seed, torch_generator
 from .timing import Stopwatch
+from .validate import check_float, check_int
 
 
 def batches(
@@ -88,15 +89,16 @@ def fit(
     the data are moved there. Returns a :class:`History`; the model is trained in place. The loop itself is
     :func:`train_loop`, shared with lessons that stream their batches from disk.
     """
-    if epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    epochs = check_int(epochs, "epochs", low=1, fix="train for at least one epoch")
+    batch_size = check_int(batch_size, "batch_size", low=1)
+    lr = check_float(lr, "lr", low=0.0, low_open=True, fix="a learning rate such as 1e-3")
+    weight_decay = check_float(weight_decay, "weight_decay", low=0.0)
     if len(data.x_train) == 0:
         raise ValueError("fit got an empty training set: check the data split (e.g. subset_train(n) with n >= 1)")
     if len(data.x_val) == 0:
         raise ValueError("fit got an empty validation set: use a val_fraction > 0 when loading the data")
-    dev = device if isinstance(device, torch.device) else pick_device(device)
+    check_model_fits_data(model, data)
+    dev = pick_device(device)  # a torch.device too: a missing GPU gets the course's message
     seed = get_seed() if seed is None else seed
     model.to(dev)
     d = data.to(dev)
@@ -108,6 +110,39 @@ def fit(
         train_metrics=(lambda: evaluate(model, d.x_train, d.y_train)) if eval_train else None,
         progress=progress, config=config,
     )
+
+
+@torch.no_grad()
+def check_model_fits_data(model: nn.Module, data: Splits) -> None:
+    """Raise a clear ValueError when ``model`` cannot take ``data``'s inputs or its labels exceed its outputs.
+
+    One forward pass of two training examples (on the CPU copy, in eval mode; the mode is restored) finds a wrong
+    input width before training starts, instead of torch's shape error from deep inside the loop."""
+    for name in ("y_train", "y_val"):
+        y = getattr(data, name)
+        if y.dtype != torch.int64:
+            raise ValueError(f"data.{name} has dtype {y.dtype}: class labels must be int64 (y.long())")
+    was_training = model.training
+    model.eval()
+    try:
+        first = next(model.parameters(), None)
+        x = data.x_train[:2].to(first.device if first is not None else "cpu")
+        out = model(x)
+    except RuntimeError as e:
+        raise ValueError(f"the model cannot take data.x_train's rows of shape {tuple(data.x_train.shape[1:])} "
+                         f"({str(e).splitlines()[0][:120]}): build it with n_in={data.n_features}") from None
+    finally:
+        model.train(was_training)
+    if out.ndim != 2:
+        raise ValueError(f"the model returns shape {tuple(out.shape)} for a batch of 2: it must return "
+                         "(batch, classes) logits")
+    n_out = out.shape[1]
+    for name in ("y_train", "y_val"):
+        y = getattr(data, name)
+        lo, hi = int(y.min()), int(y.max())
+        if lo < 0 or hi >= n_out:
+            raise ValueError(f"data.{name} holds labels {lo}..{hi} but the model has {n_out} outputs: labels must be "
+                             f"in 0..{n_out - 1} (build the model with n_out={max(hi + 1, data.n_classes)})")
 
 
 @torch.no_grad()

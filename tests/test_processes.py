@@ -13,10 +13,12 @@ import time
 import warnings
 from math import sqrt
 
+import numpy as np
 import pytest
 import torch
 
 from lessons_lib import processes
+from lessons_lib.device import DeviceUnavailableError
 from lessons_lib.processes import Link, NotPortableError, WorkerError
 
 LIMIT = 7  # a module constant a shipped function may read
@@ -61,16 +63,20 @@ def until_stopped(link: Link) -> int:
 
 # --- process counts and ports ----------------------------------------------------------------------------
 def test_check_processes():
-    with pytest.raises(ValueError, match=">= 1"):
+    with pytest.raises(ValueError, match=r"processes=0: must be a whole number in \[1, inf\]"):
         processes.check_processes(0)
-    with pytest.raises(ValueError, match=">= 1"):
+    with pytest.raises(ValueError, match="not rounded"):
         processes.check_processes(1.5)  # type: ignore[arg-type]
+    assert processes.check_processes(np.int64(1)) == 1
     with pytest.warns(processes.OversubscribedWarning, match="cores"):
         assert processes.check_processes(processes.cpu_cores() + 1) == processes.cpu_cores() + 1
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         processes.check_processes(1)
-    if torch.cuda.device_count() < 64:
+    if torch.cuda.device_count() == 0:  # no GPU: the course's "how to get one", not "use processes <= 0"
+        with pytest.raises(DeviceUnavailableError, match="No GPU is visible"):
+            processes.check_processes(2, "cuda")
+    elif torch.cuda.device_count() < 64:
         with pytest.raises(ValueError, match="GPUs"):
             processes.check_processes(64, "cuda")
     with pytest.raises(ValueError, match="unknown device"):

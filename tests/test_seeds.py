@@ -29,3 +29,19 @@ def test_streams_are_independent_and_reproducible():
     assert seeds.numpy_rng(1, 0).random() == seeds.numpy_rng(1, 0).random()
     assert seeds.numpy_rng(1, 0).random() != seeds.numpy_rng(1, 1).random()
     assert seeds.numpy_rng(1, 0).random() != seeds.numpy_rng(2, 0).random()
+
+
+def test_replicate_seeds_are_distinct_and_follow_the_course_seed(monkeypatch):
+    from lessons_lib.seeds import replicate_seeds
+
+    monkeypatch.setenv("LESSONS_SEED", "0")
+    a = replicate_seeds(8)
+    assert len(set(a)) == 8 and a == replicate_seeds(8) and a[:3] == replicate_seeds(3)
+    assert replicate_seeds(8, stream=1) != a
+    monkeypatch.setenv("LESSONS_SEED", "1")
+    assert not set(replicate_seeds(8)) & set(a), "another course seed repeats no run"
+    import pytest
+
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="number of runs"):
+            replicate_seeds(bad)

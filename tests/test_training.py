@@ -84,7 +84,7 @@ def test_bad_optimizer_and_epochs():
     model, d = small()
     with pytest.raises(ValueError, match="unknown optimizer 'rmsprop'"):
         training.fit(model, d, optimizer="rmsprop")
-    with pytest.raises(ValueError, match="epochs must be >= 1"):
+    with pytest.raises(ValueError, match=r"epochs=0: must be a whole number in \[1, inf\]"):
         training.fit(model, d, epochs=0)
 
 
@@ -103,7 +103,7 @@ def test_mlp_builder():
     assert m[2].p == 0.5
     assert models.count_parameters(m) == 10 * 20 + 20 + 20 * 30 + 30 + 30 * 5 + 5
     assert m(torch.zeros(3, 10)).shape == (3, 5)
-    with pytest.raises(ValueError, match="probability to drop"):
+    with pytest.raises(ValueError, match="probability to DROP"):
         models.mlp(10, [20], 5, dropout=1.0)
-    with pytest.raises(ValueError, match="unknown activation"):
+    with pytest.raises(ValueError, match="activation='swish': must be one of"):
         models.mlp(10, [20], 5, activation="swish")
