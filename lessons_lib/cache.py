@@ -128,6 +128,10 @@ class CorruptCacheError(RuntimeError):
 
 def save_arrays(path: str | os.PathLike, **arrays: np.ndarray) -> str:
     """Save arrays as an ``.npz`` atomically, with ``<path>.sha256`` beside it; return the checksum."""
+    for name, a in arrays.items():
+        if np.asarray(a).dtype == object:
+            raise ValueError(f"{name}: an array of Python objects cannot be cached (it would need pickle to load); "
+                             "pass numbers")
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     data = buf.getvalue()

@@ -17,7 +17,9 @@ import numpy as np
 import torch
 
 from .cache import CorruptCacheError, data_dir, load_arrays, save_arrays
+from .device import pick_device
 from .seeds import get_seed, numpy_rng
+from .validate import check_int
 
 DATASETS = ("digits", "mnist1d")
 MNIST1D_DATA_SEED = 42  # the canonical MNIST-1D; the course seed only chooses the train/val split
@@ -42,6 +44,7 @@ class Splits:
 
     def to(self, device: torch.device | str) -> Splits:
         """A copy with every tensor on ``device``."""
+        device = pick_device(device)  # a missing GPU: the course's message
         moved = {k: getattr(self, k).to(device) for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")}
         return Splits(name=self.name, n_classes=self.n_classes, **moved)
 
@@ -57,8 +60,8 @@ class Splits:
 
     def subset_train(self, n: int) -> Splits:
         """Keep only the first ``n`` training examples (the split is already shuffled)."""
-        if n <= 0:
-            raise ValueError(f"subset_train needs n >= 1, got {n}")
+        n = check_int(n, "n", low=1, high=len(self.x_train),
+                      fix=f"keep between 1 and the {len(self.x_train)} training examples this split has")
         return Splits(self.name, self.x_train[:n], self.y_train[:n], self.x_val, self.y_val,
                       self.x_test, self.y_test, self.n_classes)
 

@@ -136,6 +136,9 @@ def check_answer(
     (e.g. ``str.lower``). ``mistakes`` maps typical wrong answers to the hint that names that mistake (compared
     with the same tolerance). ``None`` / ``...`` (an unanswered exercise) is "not written".
     """
+    for tol_name, tol in (("rel_tol", rel_tol), ("abs_tol", abs_tol)):
+        if tol is not None and not tol >= 0:
+            raise ValueError(f"{tol_name}={tol!r}: a tolerance must be >= 0 (a lesson's check is misconfigured)")
     if _is_unanswered(answer):
         return _say(exercise, "not_written", "replace the `...` with your answer and run the cell again.", answer)
     a, e = (normalize(answer), normalize(expected)) if normalize is not None else (answer, expected)

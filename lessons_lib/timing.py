@@ -139,6 +139,8 @@ def time_interleaved(
     resolution for tiny functions). Returns a :class:`Timing` per name (seconds per single call): use
     ``.median``, or ``.min`` when only interference can add time (e.g. a pure compute kernel).
     """
+    if not fns or not all(callable(f) for f in fns.values()):
+        raise BadArgument(f"fns={fns!r}: give at least one function to time, as {{name: function}}")
     if rounds < 1:
         raise ValueError(f"time_interleaved needs rounds >= 1, got {rounds}")
     calls, warm = {}, {}
@@ -168,10 +170,9 @@ def threads(n: int | None) -> Iterator[None]:
     if n is None:
         yield
         return
-    if n < 1:
-        raise ValueError(f"threads must be >= 1 or None, got {n}")
+    n = check_int(n, "threads", low=1, fix="a thread count such as 1, or None to leave it as is")
     old = torch.get_num_threads()
-    torch.set_num_threads(int(n))
+    torch.set_num_threads(n)
     try:
         yield
     finally:
