@@ -2,7 +2,8 @@
 
 Prints, for each device this machine has and a few MLP widths: the median time per training step
 (forward + backward + SGD) of a 4-hidden-layer MLP without and with BatchNorm1d, and the ratio
-with / without. Then the from-scratch numpy layer (forward + backward) against torch.nn.BatchNorm1d on
+with / without: the median over interleaved rounds and its range (how much the machine's load moved it).
+Then the from-scratch numpy layer (forward + backward) against torch.nn.BatchNorm1d on
 the CPU. Run by hand: ``make bench`` or ``.venv/bin/python benchmarks/bench_batchnorm.py``.
 """
 
@@ -46,12 +47,12 @@ def main() -> None:
     t0 = time.perf_counter()
     print(hardware_report())
     print()
-    print(f"{'device':7s} {'width':>6s} {'without BN':>12s} {'with BN':>12s} {'with/without':>13s}")
+    print(f"{'device':7s} {'width':>6s} {'without BN':>12s} {'with BN':>12s}  with/without (median, range over rounds)")
     for dev in available_devices():
         for width in (64, 256, 1024):
             r = bn_step_cost(dev, depth=4, width=width, batch_size=128, rounds=6, repeats=8)
-            print(f"{dev:7s} {width:6d} {format_seconds(r.without_bn):>12s} {format_seconds(r.with_bn):>12s} "
-                  f"{r.ratio:13.2f}")
+            print(f"{dev:7s} {width:6d} {format_seconds(r.without_bn):>12s} {format_seconds(r.with_bn):>12s}  "
+                  f"{r.ratio_spread().format('.2f')}")
     ours, theirs = numpy_vs_torch()
     print()
     print(f"BN layer forward+backward, 256 x 512 float32, CPU: numpy {format_seconds(ours)}, "

@@ -9,9 +9,10 @@
 4. Gradient averaging by hand (reference.average_gradients: one all-reduce per parameter) vs DDP (one all-reduce
    per bucket) at a global batch of 64: all-reduce time per step, and the same updates (val loss).
 
-Every configuration runs ``--repeats`` times, interleaved, and keeps its fastest run (timings on a shared
-machine wobble by +-20% from run to run). Run: ``.venv/bin/python benchmarks/bench_parallel.py [--processes N]
-[--repeats R]``. Goals that are missed are printed as such; the exit status is 0 either way.
+Every configuration runs ``--repeats`` times in interleaved rounds, each round with its own seed (timings on a
+shared machine wobble by +-20% from run to run); ratios are taken within a round and reported as median and range,
+with a verdict (holds / does not hold / inconclusive: the range straddles the goal). Run:
+``.venv/bin/python benchmarks/bench_parallel.py [--processes N] [--repeats R]``. The exit status is 0 either way.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import time
 from lessons_lib import processes
 from lessons_lib.parallel import lab as par
 from lessons_lib.seeds import seed_everything
+from lessons_lib.stats import verdict
 
 
 def main() -> None:
@@ -32,33 +34,36 @@ def main() -> None:
     seed = seed_everything()
     n = args.processes
     t0 = time.perf_counter()
-    print(f"bench_parallel: seed {seed}, {n} processes on {processes.cpu_cores()} cores, best of {args.repeats} "
-          f"interleaved runs per configuration, start method {processes.start_method()}")
-    ddp = par.sweep(par.ddp_configs(n, seed), repeats=args.repeats, progress=False)
-    hog = par.sweep(par.hogwild_configs(n, seed), repeats=args.repeats, progress=False)
-    (by_hand,) = par.sweep([par.manual_config(n, seed)], repeats=args.repeats, progress=False)
+    print(f"bench_parallel: seed {seed}, {n} processes on {processes.cpu_cores()} cores, {args.repeats} interleaved "
+          f"rounds per configuration (one seed each), start method {processes.start_method()}")
+    seeds = par.repeat_seeds(args.repeats, seed)
+    ddp = par.sweep(par.ddp_configs(n, seed), repeats=args.repeats, seeds=seeds, progress=False)
+    hog = par.sweep(par.hogwild_configs(n, seed), repeats=args.repeats, seeds=seeds, progress=False)
+    (by_hand,) = par.sweep([par.manual_config(n, seed)], repeats=args.repeats, seeds=seeds, progress=False)
     print(par.results_table(ddp + hog + [by_hand]))
     print()
+    x = "x"
     for b in (64, 512):
-        r = par.pick(ddp, "ddp", "dense", n, b)
-        print(f"DDP dense, batch {b:3d}: {n} processes vs 1: {par.speedup(ddp, 'ddp', 'dense', n, b):.2f}x examples/s; "
-              f"all-reduce {r.comm_fraction:.0%} of training time")
+        r, sp = par.pick(ddp, "ddp", "dense", n, b), par.speedup(ddp, "ddp", "dense", n, b)
+        print(f"DDP dense, batch {b:3d}: {n} processes vs 1: {sp.format('.2f', unit=x)} examples/s "
+              f"(faster: {verdict(sp, 1.0)}); all-reduce {par.spread(r, lambda r: r.comm_fraction).format('.0%')} "
+              "of training time")
     d, s = par.pick(ddp, "ddp", "dense", n, 16), par.pick(ddp, "ddp", "sparse", n, 16)
-    print(f"DDP batch 16, sparse vs dense: {d.sync_bytes_per_step / s.sync_bytes_per_step:.1f}x fewer bytes per step "
-          f"({s.units_per_step:.0f} of {s.config.width} units), all-reduce time "
-          f"{s.comm_per_step / d.comm_per_step:.2f}x "
-          f"({1e3 * s.comm_per_step:.2f} vs {1e3 * d.comm_per_step:.2f} ms/step)")
+    fewer = par.paired(d, s, lambda a, b: a.sync_bytes_per_step / b.sync_bytes_per_step)
+    slower = par.paired(s, d, lambda a, b: a.comm_per_step / b.comm_per_step)
+    print(f"DDP batch 16, sparse vs dense: {fewer.format('.1f', unit=x)} fewer bytes per step, all-reduce time "
+          f"{slower.format('.2f', unit=x)} (less time: {verdict(slower, 1.0, 'below')})")
     ceiling = par.speedup(hog, "independent", "dense", n)
     for u in par.UPDATES:
         sp = par.speedup(hog, "hogwild", u, n)
-        verdict = "goal met" if sp >= 0.8 * n else "goal NOT met"
-        print(f"Hogwild {u:6s}: {n} processes vs 1: {sp:.2f}x (near-linear goal >= {0.8 * n:.1f}x: {verdict}); "
-              f"{sp / ceiling:.0%} of the independent-process ceiling ({ceiling:.2f}x)")
+        print(f"Hogwild {u:6s}: {n} processes vs 1: {sp.format('.2f', unit=x)} (near-linear goal >= {0.8 * n:.1f}x: "
+              f"{verdict(sp, 0.8 * n)}); independent-process ceiling {ceiling.format('.2f', unit=x)}")
     d64 = par.pick(ddp, "ddp", "dense", n, 64)
-    print(f"Averaging by hand vs DDP, batch 64, {n} processes: all-reduce {1e3 * by_hand.comm_per_step:.2f} vs "
-          f"{1e3 * d64.comm_per_step:.2f} ms/step ({by_hand.comm_per_step / d64.comm_per_step:.2f}x; one all-reduce "
-          f"per parameter vs {d64.collectives_per_step:.0f} per step), val loss differs by "
-          f"{par.val_loss_gap(by_hand, d64):.1e}")
+    ratio = par.paired(by_hand, d64, lambda a, b: a.comm_per_step / b.comm_per_step)
+    print(f"Averaging by hand vs DDP, batch 64, {n} processes: all-reduce time {ratio.format('.2f', unit=x)} (one "
+          f"all-reduce per parameter vs {len(d64.bucket_bytes)} bucket(s) of {d64.bucket_bytes} bytes, cap "
+          f"{d64.bucket_cap_bytes:,}), val loss differs by at most "
+          f"{max(par.val_loss_gap(a, b) for a, b in zip(by_hand.runs, d64.runs)):.1e}")
     print(f"total {time.perf_counter() - t0:.0f} s")
 
 

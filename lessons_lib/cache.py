@@ -128,6 +128,8 @@ class CorruptCacheError(RuntimeError):
 
 def save_arrays(path: str | os.PathLike, **arrays: np.ndarray) -> str:
     """Save arrays as an ``.npz`` atomically, with ``<path>.sha256`` beside it; return the checksum."""
+    if not arrays:
+        raise ValueError(f"save_arrays({str(path)!r}) got no arrays: pass them by name, e.g. save_arrays(path, x=x)")
     for name, a in arrays.items():
         if np.asarray(a).dtype == object:
             raise ValueError(f"{name}: an array of Python objects cannot be cached (it would need pickle to load); "

@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .validate import check_int
+
 if TYPE_CHECKING:
     import torch
 
@@ -59,9 +61,7 @@ class StopAfterSteps(Callback):
     """Stop after ``n`` optimizer steps (used to cut long runs short, e.g. in tests)."""
 
     def __init__(self, n: int):
-        if n < 1:
-            raise ValueError(f"StopAfterSteps needs n >= 1, got {n}")
-        self.n = n
+        self.n = check_int(n, "n", low=1, fix="the number of optimizer steps to run, e.g. 10")
 
     def on_batch_end(self, state: TrainState) -> None:
         if state.step >= self.n:

@@ -11,7 +11,10 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass
 
+import numpy as np
+
 from .stats import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, NOT_MEASURABLE
+from .validate import BadArgument
 
 # marks that DejaVu Sans carries (Linux desktops without an emoji font render them)
 MARKS = {HOLDS: "✓ holds here", DOES_NOT_HOLD: "✗ does not hold here", INCONCLUSIVE: "? inconclusive here",
@@ -23,8 +26,13 @@ def _as_verdict(holds: bool | str | None) -> str:
         return NOT_MEASURABLE
     if isinstance(holds, str):
         if holds not in MARKS:
-            raise ValueError(f"a claim's verdict is one of {sorted(MARKS)} (or True/False/None), got {holds!r}")
+            raise BadArgument(f"holds={holds!r}: a claim's verdict is one of {sorted(MARKS)} (or True/False/None); "
+                              "get one from lessons_lib.stats.verdict")
         return holds
+    if not isinstance(holds, (bool, np.bool_)) and not (getattr(holds, "dtype", None) is not None
+                                                        and str(holds.dtype) == "torch.bool" and holds.numel() == 1):
+        raise BadArgument(f"holds={holds!r}: a claim's verdict is one of {sorted(MARKS)}, True, False or None "
+                          f"(not a {type(holds).__name__}); get one from lessons_lib.stats.verdict")
     return HOLDS if bool(holds) else DOES_NOT_HOLD
 
 
@@ -56,6 +64,9 @@ class Claims:
 
     def add(self, claim: str, source: str, measured: str, holds: bool | str | None) -> Claim:
         """``holds``: a verdict from :func:`lessons_lib.stats.verdict`, or True / False, or None (not measurable)."""
+        for name, value in (("claim", claim), ("source", source), ("measured", measured)):
+            if not isinstance(value, str) or not value.strip():
+                raise BadArgument(f"{name}={value!r}: must be a non-empty string (the table shows it as text)")
         row = Claim(claim, source, measured, _as_verdict(holds))
         self.rows.append(row)
         return row

@@ -19,7 +19,7 @@ import torch
 from .cache import CorruptCacheError, data_dir, load_arrays, save_arrays
 from .device import pick_device
 from .seeds import get_seed, numpy_rng
-from .validate import check_int
+from .validate import check_choice, check_float, check_int
 
 DATASETS = ("digits", "mnist1d")
 MNIST1D_DATA_SEED = 42  # the canonical MNIST-1D; the course seed only chooses the train/val split
@@ -124,10 +124,9 @@ def load(name: str, seed: int | None = None, val_fraction: float = 0.2) -> Split
     The train/val split (and for digits the test split, 20%) is a permutation drawn from ``seed``
     (default: the course seed). Features are scaled to roughly unit range.
     """
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
-    if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    name = check_choice(name, "name", DATASETS)
+    val_fraction = check_float(val_fraction, "val_fraction", low=0.0, high=1.0, low_open=True, high_open=True,
+                               fix="the share of the training data held out for validation, e.g. 0.2")
     seed = get_seed() if seed is None else seed
     rng = numpy_rng(seed, stream=1)
     if name == "digits":

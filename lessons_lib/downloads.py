@@ -16,6 +16,7 @@ import hashlib
 import http.client
 import http.server
 import os
+import re
 import threading
 import urllib.error
 import urllib.parse
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .cache import atomic_open, data_dir, sha256_file
+from .validate import BadArgument, check_float, check_int
 
 
 @dataclass(frozen=True)
@@ -87,8 +89,13 @@ def fetch(url: str, sha256: str, dest: str | os.PathLike, *, expected_bytes: int
     from tqdm.auto import tqdm
 
     _check_url(url)
-    if not (isinstance(sha256, str) and len(sha256) == 64):
+    if not isinstance(sha256, str) or not sha256:
         raise DownloadError(f"no pinned sha256 for {url}: pass the 64-hex-digit checksum of a file you trust")
+    if not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
+        raise BadArgument(f"sha256={sha256!r} is not a sha256 checksum: it must be 64 hexadecimal digits "
+                          "(0-9, a-f), e.g. the output of `sha256sum FILE` for a file you trust")
+    expected_bytes = None if expected_bytes is None else check_int(expected_bytes, "expected_bytes", low=1)
+    timeout = check_float(timeout, "timeout", low=0, low_open=True, fix="seconds to wait for the server, e.g. 60")
     dest = Path(dest)
     if dest.exists() and sha256_file(dest) == sha256.lower():
         return dest

@@ -22,11 +22,15 @@ one-line note.
 
 from __future__ import annotations
 
+import inspect
 import math
+import numbers
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
+
+import numpy as np
 
 Status = Literal["correct", "wrong", "not_written"]
 MARKS = {"correct": "✓", "wrong": "✗", "not_written": "✎"}  # glyphs that DejaVu Sans carries (no emoji font needed)
@@ -76,6 +80,10 @@ def _say(exercise: str, status: Status, text: str, candidate: Any) -> CheckResul
     return CheckResult(exercise, status, message, candidate)
 
 
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, (bool, np.bool_))
+
+
 def _is_unanswered(value: Any) -> bool:
     return value is None or value is Ellipsis
 
@@ -92,16 +100,22 @@ def _learner_line(exc: BaseException) -> str:
 
 
 def check_code(exercise: str, candidate: Any, body: Callable[[Callable], None], *, praise: str,
-               not_written: str = "") -> CheckResult:
+               not_written: str = "", kind: Literal["function", "class"] = "function") -> CheckResult:
     """Run ``body(candidate)``; it raises :class:`Mistake` (with the hint) where the learner's code is wrong.
 
     ``exercise`` names the function as the learner wrote it (e.g. "dropout_forward"). A stub that raises
     ``NotImplementedError`` (or ``None`` / ``...`` instead of a function) is "not written" and its message says
     ``not_written`` (what to write first). Any other exception from the learner's code is "wrong" and names it.
+    ``kind``: what the learner writes, a "function" or a "class" (the wording of the verdicts).
     """
     if _is_unanswered(candidate):
         text = f"define {exercise} in the cell above and run it. {not_written}"
         return _say(exercise, "not_written", text, candidate)
+    if kind == "class" and not isinstance(candidate, type):
+        what = (f"the function {getattr(candidate, '__name__', '?')}: write it as a class (class {exercise}(...):)"
+                if callable(candidate) else f"{type(candidate).__name__} {candidate!r:.60}: pass the class itself, "
+                "not an instance of it")
+        return _say(exercise, "wrong", f"{exercise} should be a class; got {what}.", candidate)
     if not callable(candidate):
         return _say(exercise, "wrong", f"expected a function {exercise}(...), got {type(candidate).__name__} "
                                        f"{candidate!r:.60}. Pass the function itself, without calling it.", candidate)
@@ -141,11 +155,23 @@ def check_answer(
             raise ValueError(f"{tol_name}={tol!r}: a tolerance must be >= 0 (a lesson's check is misconfigured)")
     if _is_unanswered(answer):
         return _say(exercise, "not_written", "replace the `...` with your answer and run the cell again.", answer)
+    if hasattr(answer, "shape") and hasattr(answer, "item") and math.prod(answer.shape) == 1:
+        answer = answer.item()  # a one-element array or tensor: its number
+    if isinstance(expected, numbers.Number) and isinstance(answer, (list, tuple, dict, set)) or (
+            hasattr(answer, "shape") and isinstance(expected, numbers.Number)):
+        return _say(exercise, "wrong", f"expected one number, got {type(answer).__name__} {answer!r:.60}. "
+                    f"{hint}".rstrip(), answer)
+    if _is_bool(answer) and isinstance(expected, numbers.Number) and not _is_bool(expected):
+        return _say(exercise, "wrong", f"expected a number, got {answer!r} (True and False are not numbers here). "
+                    f"{hint}".rstrip(), answer)
     a, e = (normalize(answer), normalize(expected)) if normalize is not None else (answer, expected)
 
     def same(x: Any, y: Any) -> bool | None:
         if rel_tol is None and abs_tol is None:
-            return bool(x == y)
+            try:
+                return bool(x == y)
+            except (TypeError, ValueError, RuntimeError):  # e.g. an array answer: == gives no single truth value
+                return False
         try:
             return math.isclose(float(x), float(y), rel_tol=rel_tol or 0.0, abs_tol=abs_tol or 0.0)
         except (TypeError, ValueError):
@@ -163,6 +189,23 @@ def check_answer(
 
 
 # --- helpers for check bodies: each raises Mistake with the hint when the condition fails ---------------------
+def expect_signature(fn: Any, call: str, *args: Any, **kwargs: Any) -> None:
+    """Mistake (a "✗ Not yet", not a traceback) for a class, or a function whose signature cannot take the
+    arguments the check will pass (``call`` shows the learner how the check calls it)."""
+    if isinstance(fn, type):
+        raise Mistake(f"expected a function {call}, got the class {fn.__name__}: write it with def")
+    if not callable(fn):
+        raise Mistake(f"expected a function {call}, got {type(fn).__name__} {fn!r:.40}")
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # a builtin without a readable signature: let the call tell
+        return
+    try:
+        sig.bind(*args, **kwargs)
+    except TypeError as e:
+        raise Mistake(f"the check calls {call}, but yours is {getattr(fn, '__name__', 'it')}{sig}: {e}") from None
+
+
 def expect(condition: bool, hint: str) -> None:
     """Raise :class:`Mistake` with ``hint`` unless ``condition``."""
     if not condition:

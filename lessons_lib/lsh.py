@@ -10,13 +10,14 @@ tables of K-bit signed-random-projection codes (:class:`SimHash`), stored in one
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from .device import pick_device
 from .seeds import get_seed, torch_generator
+from .validate import check_float, check_int
 
 # how many code bits each bucket-index dtype can hold (the sign bit stays clear)
 INDEX_BITS = {torch.int16: 15, torch.int32: 31, torch.int64: 63}
@@ -26,11 +27,8 @@ MAX_TABLE_ENTRIES = 1 << 26  # L * 2**K bucket offsets (8 bytes each): 512 MB at
 # --- validation ------------------------------------------------------------------------------------
 def check_active_fraction(active_fraction: float) -> float:
     """Return ``active_fraction`` as a float; ValueError unless it is in (0, 1]."""
-    f = float(active_fraction)
-    if not (0.0 < f <= 1.0) or math.isnan(f):
-        raise ValueError(f"active_fraction is the fraction of units KEPT and must be in (0, 1], got {active_fraction!r}"
-                         " (e.g. 0.05 keeps 5% of the units)")
-    return f
+    return check_float(active_fraction, "active_fraction", low=0.0, high=1.0, low_open=True,
+                       fix="it is the fraction of units KEPT (e.g. 0.05 keeps 5% of the units)")
 
 
 def check_k_l(K: int, L: int, index_dtype: torch.dtype = torch.int32) -> None:
@@ -50,6 +48,7 @@ def check_k_l(K: int, L: int, index_dtype: torch.dtype = torch.int32) -> None:
 
 def units_kept(n_units: int, active_fraction: float) -> int:
     """How many of ``n_units`` a fraction keeps: ``max(1, round(f * n))``."""
+    n_units = check_int(n_units, "n_units", low=1, fix="the number of units in the layer")
     return max(1, min(n_units, int(round(check_active_fraction(active_fraction) * n_units))))
 
 
@@ -57,8 +56,8 @@ def units_kept(n_units: int, active_fraction: float) -> int:
 def pooling_matrix(n_in: int, pool_dim: int) -> torch.Tensor:
     """(n_in, pool_dim) matrix averaging ``pool_dim`` consecutive, nearly equal blocks of the input
     (the released code's ``Pooling.compress``); ``x @ P`` is the pooled vector."""
-    if not 1 <= pool_dim <= n_in:
-        raise ValueError(f"pool_dim must be in [1, n_in={n_in}], got {pool_dim}")
+    n_in = check_int(n_in, "n_in", low=1, fix="the input width")
+    pool_dim = check_int(pool_dim, "pool_dim", low=1, high=n_in, fix=f"at most n_in={n_in} pooled coordinates")
     p = torch.zeros(n_in, pool_dim)
     for j, block in enumerate(torch.tensor_split(torch.arange(n_in), pool_dim)):
         p[block, j] = 1.0 / len(block)
@@ -76,9 +75,9 @@ class SimHash:
     def __init__(self, dim: int, K: int = 6, L: int = 100, *, seed: int | None = None, stream: int = 90,
                  device: torch.device | str = "cpu", index_dtype: torch.dtype = torch.int32):
         check_k_l(K, L, index_dtype)
-        if dim < 1:
-            raise ValueError(f"dim must be >= 1, got {dim}")
-        self.dim, self.K, self.L, self.index_dtype = int(dim), int(K), int(L), index_dtype
+        dim = check_int(dim, "dim", low=1, fix="the width of the vectors to hash")
+        device = pick_device(device)
+        self.dim, self.K, self.L, self.index_dtype = dim, int(K), int(L), index_dtype
         g = torch_generator(seed, stream=stream)
         self.planes = torch.randn(self.dim, self.L * self.K, generator=g).to(device)
         self.powers = (2 ** torch.arange(self.K, dtype=torch.int64)).to(device)
@@ -88,6 +87,7 @@ class SimHash:
         return self.dim * self.K * self.L
 
     def to(self, device: torch.device | str) -> SimHash:
+        device = pick_device(device)
         self.planes, self.powers = self.planes.to(device), self.powers.to(device)
         return self
 
@@ -205,8 +205,8 @@ class RebuildSchedule:
     growth: float = 1.3
 
     def __post_init__(self) -> None:
-        if self.first < 1 or self.growth < 1.0:
-            raise ValueError(f"RebuildSchedule needs first >= 1 and growth >= 1, got {self.first}, {self.growth}")
+        self.first = check_int(self.first, "first", low=1, fix="steps before the first rebuild, e.g. 50")
+        self.growth = check_float(self.growth, "growth", low=1.0, fix="1 rebuilds at a fixed gap, 1.3 spaces them out")
 
     def steps(self, until: int) -> list[int]:
         """Training steps (0-based) at which the tables are rebuilt, below ``until``."""
@@ -229,7 +229,7 @@ class LshIndex:
     def __init__(self, n_in: int, n_units: int, *, K: int = 6, L: int = 50, pool_dim: int = 8,
                  schedule: RebuildSchedule | None = None, seed: int | None = None):
         check_k_l(K, L)
-        self.n_units = n_units
+        self.n_units = check_int(n_units, "n_units", low=1, fix="the number of units the index covers")
         self.pool = pooling_matrix(n_in, pool_dim)
         self.hash = SimHash(pool_dim, K, L, seed=get_seed() if seed is None else int(seed))
         self.tables = BucketTables(K, L)

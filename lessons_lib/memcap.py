@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .validate import check_float, check_int
+
 RESULT_TAG = "@@LESSONS_RESULT@@"
 OOM_WORDS = ("allocate memory", "not enough memory", "out of memory", "Unable to allocate")
 
@@ -206,6 +208,10 @@ def run_child(target: str, kwargs: dict | None = None, *, cap_bytes: int | None 
     fresh Python process with ``threads`` OpenMP/BLAS threads, its data memory capped at ``cap_bytes`` (None:
     no cap). The child imports ``target`` from where this process would (its folder goes on the child's
     PYTHONPATH). Never raises for what happens inside the child; the returned :class:`ChildRun` says it."""
+    if cap_bytes is not None:
+        cap_bytes = check_int(cap_bytes, "cap_bytes", low=1, fix="a memory cap in bytes, or None for no cap")
+    timeout = check_float(timeout, "timeout", low=0, low_open=True, fix="seconds the child may run, e.g. 120")
+    threads = check_int(threads, "threads", low=1, fix="OpenMP/BLAS threads for the child, e.g. 1")
     if cap_bytes is not None and cap_supported():
         raise RuntimeError(f"a memory cap cannot be enforced here: {cap_supported()}")
     if ":" not in target:  # the name itself is resolved in the child; the form is checked here, fast

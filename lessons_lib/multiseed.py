@@ -20,7 +20,7 @@ to a loop of ``fit`` (8 seeds on one CPU thread, measured here: about 4x at widt
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -30,19 +30,18 @@ from torch.nn import functional as F
 from .data import Splits
 from .device import pick_device
 from .history import History
-from .seeds import torch_generator
+from .seeds import check_seed, torch_generator
 from .timing import Stopwatch
-from .training import batches, make_optimizer
+from .training import batches, check_fit_args, make_optimizer
+from .validate import BadArgument
 
 
 def _seeds(seeds: Sequence[int]) -> list[int]:
-    out = []
-    for s in seeds:
-        if isinstance(s, bool) or not isinstance(s, int) and not hasattr(s, "__index__"):
-            raise ValueError(f"seeds must be whole numbers, got {s!r} in {list(seeds)!r}")
-        out.append(int(s))
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Iterable):
+        raise BadArgument(f"seeds={seeds!r} must be a list of run seeds, e.g. replicate_seeds(5)")
+    out = [check_seed(s, f"seeds[{i}]") for i, s in enumerate(seeds)]
     if len(out) < 1 or len(set(out)) != len(out):
-        raise ValueError(f"seeds must be one or more distinct whole numbers, got {list(seeds)!r}")
+        raise BadArgument(f"seeds must be one or more distinct whole numbers, got {list(seeds)!r}")
     return out
 
 
@@ -102,6 +101,44 @@ class StackedMLP(nn.Module):
                     lin.bias.copy_(b[m, 0])
 
 
+@dataclass(frozen=True)
+class StackedEpoch:
+    """One epoch of M stacked models: mean training loss and accuracy per model, shape (M,); the steps taken and
+    the examples each model saw."""
+
+    loss: torch.Tensor
+    acc: torch.Tensor
+    steps: int
+    seen: int
+
+
+def train_stacked_epoch(net: StackedMLP, opt: torch.optim.Optimizer, loaders: Sequence[Iterable]) -> StackedEpoch:
+    """One epoch of ``net``'s M models, loader m feeding model m (each yields ``(x, y)`` batches of equal size
+    across the loaders): each model steps on the gradient of its own mean loss, as M separate runs would."""
+    if len(loaders) != net.n_models:
+        raise BadArgument(f"loaders: got {len(loaders)} for {net.n_models} stacked models: give one per model")
+    net.train()
+    dev = next(net.parameters()).device
+    loss_sum = torch.zeros(net.n_models, device=dev)
+    hits = torch.zeros(net.n_models, device=dev)
+    seen = steps = 0
+    for batch in zip(*loaders):
+        xb = torch.stack([b[0] for b in batch]).to(dev)  # (M, B, in): each model its own batch
+        yb = torch.stack([b[1] for b in batch]).to(dev)
+        out = net(xb)
+        per_model = F.cross_entropy(out.transpose(1, 2), yb, reduction="none").mean(1)
+        opt.zero_grad(set_to_none=True)
+        per_model.sum().backward()  # each model's gradient is its own mean loss's
+        opt.step()
+        loss_sum += per_model.detach() * yb.shape[1]
+        hits += (out.detach().argmax(-1) == yb).sum(1)
+        seen += yb.shape[1]
+        steps += 1
+    if steps == 0:
+        raise BadArgument("train_stacked_epoch got empty loaders: there is no batch to train on")
+    return StackedEpoch(loss_sum / seen, hits / seen, steps, seen)
+
+
 def fit_seeds(
     build: Callable[[], nn.Module],
     data: Splits,
@@ -121,6 +158,10 @@ def fit_seeds(
     ``torch.manual_seed(s)``). ``seconds`` in each History is the epoch's time for all M models, divided by M.
     """
     seeds = _seeds(seeds)
+    if not callable(build):
+        raise BadArgument(f"build={build!r} must be a function that returns a fresh model, e.g. "
+                          "lambda: mlp(data.n_features, [64], data.n_classes)")
+    epochs, batch_size, lr, weight_decay = check_fit_args(epochs, batch_size, lr, weight_decay)
     dev = pick_device(device)  # a torch.device too: a missing GPU gets the course's message
     models = []
     for s in seeds:
@@ -155,26 +196,13 @@ def fit_seeds(
 
     for epoch in range(epochs):
         net.train()
-        loss_sum = torch.zeros(n_models, device=dev)
-        hits = torch.zeros(n_models, device=dev)
-        seen = steps = 0
         with Stopwatch(dev) as sw:
-            for batch in zip(*loaders):
-                xb = torch.stack([b[0] for b in batch])  # (M, B, in): each model its own batch
-                yb = torch.stack([b[1] for b in batch])
-                out = net(xb)
-                per_model = F.cross_entropy(out.transpose(1, 2), yb, reduction="none").mean(1)
-                opt.zero_grad(set_to_none=True)
-                per_model.sum().backward()  # each model's gradient is its own mean loss's
-                opt.step()
-                loss_sum += per_model.detach() * yb.shape[1]
-                hits += (out.detach().argmax(-1) == yb).sum(1)
-                seen += yb.shape[1]
-                steps += 1
+            ep = train_stacked_epoch(net, opt, loaders)
+        steps, seen = ep.steps, ep.seen
         if eval_train:
             tr_loss, tr_acc = evaluate(d.x_train, d.y_train)
         else:
-            tr_loss, tr_acc = loss_sum / seen, hits / seen
+            tr_loss, tr_acc = ep.loss, ep.acc
         va_loss, va_acc = evaluate(d.x_val, d.y_val)
         seconds = sw.seconds / n_models
         for m, h in enumerate(histories):

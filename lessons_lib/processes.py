@@ -54,7 +54,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from .device import pick_device
-from .validate import check_int
+from .validate import check_float, check_int
 
 HOST = "127.0.0.1"
 # the fork server imports these once; DDP's constructor imports torch._dynamo (~800 modules, ~2 s per process
@@ -117,8 +117,7 @@ def resolve_port(port: int | None, host: str = HOST) -> int:
     :class:`PortInUseError` naming the fix (the rendezvous would otherwise fail or join a stranger's run)."""
     if port is None:
         return free_port(host)
-    if not 0 < int(port) < 65536:
-        raise ValueError(f"port must be in 1..65535, got {port}")
+    port = check_int(port, "port", low=1, high=65535, fix="pass port=None to let the course pick a free one")
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         try:
             s.bind((host, int(port)))
@@ -321,7 +320,8 @@ class Link:
 
 
 @contextlib.contextmanager
-def process_group(backend: str, init_method: str, rank: int, world_size: int, timeout_s: float) -> Iterator[None]:
+def process_group(backend: str, init_method: str | None, rank: int, world_size: int, timeout_s: float,
+                  store: Any = None) -> Iterator[None]:
     """Join a ``torch.distributed`` group for the ``with`` block (every collective gives up after ``timeout_s``)
     and leave it in the order that does not deadlock.
 
@@ -332,8 +332,8 @@ def process_group(backend: str, init_method: str, rank: int, world_size: int, ti
     (they are freed when it returns), an exception's frames are cleared (they would keep them alive), everything
     is collected, and only then ``destroy_process_group()`` drops the group through Python, which releases the
     GIL first."""
-    dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world_size,
-                            timeout=timedelta(seconds=timeout_s))
+    where = {"store": store} if store is not None else {"init_method": init_method}  # one or the other
+    dist.init_process_group(backend, rank=rank, world_size=world_size, timeout=timedelta(seconds=timeout_s), **where)
     try:
         yield
     except BaseException as e:
@@ -498,8 +498,10 @@ def launch(target: Callable, args: Sequence = (), *, processes: int, timeout_s: 
     process exits without a result. :class:`PortInUseError` before anything starts when ``port`` is taken.
     ``preload``: modules the fork server imports once, if this launch is the one that starts it."""
     check_processes(processes, device)
-    if timeout_s <= 0:
-        raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+    timeout_s = check_float(timeout_s, "timeout_s", low=0, low_open=True,
+                            fix="seconds of silence after which the run counts as hung, e.g. 60")
+    if deadline_s is not None:
+        deadline_s = check_float(deadline_s, "deadline_s", low=0, low_open=True, fix="seconds, or None")
     shipped = portable(target)
     port = resolve_port(port)
     method = start_method([*preload, *([shipped.module] if shipped.module else [])])

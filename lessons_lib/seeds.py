@@ -13,6 +13,8 @@ import random
 import numpy as np
 import torch
 
+from .validate import check_int
+
 ENV_VAR = "LESSONS_SEED"
 DEFAULT_SEED = 0
 MAX_SEED = 2**32 - 1  # numpy's legacy seeding takes [0, 2**32); every generator here accepts that range
@@ -21,8 +23,6 @@ MAX_SEED = 2**32 - 1  # numpy's legacy seeding takes [0, 2**32); every generator
 def check_seed(seed: object, name: str = "seed") -> int:
     """A course seed: a whole number in [0, 2**32 - 1] (numpy integers accepted, bools and floats with a
     fraction refused)."""
-    from .validate import check_int
-
     return check_int(seed, name, low=0, high=MAX_SEED, fix=f"use a whole number from 0 to {MAX_SEED}, e.g. 0")
 
 
@@ -75,9 +75,9 @@ def replicate_seeds(n: int, stream: int = 0, seed: int | None = None) -> list[in
     Another ``LESSONS_SEED`` gives an unrelated set (not a shifted one), so re-running the course under a new seed
     repeats every measurement on fresh runs. ``stream`` separates the measurements of one lesson.
     """
-    if isinstance(n, bool) or int(n) != n or n < 1:
-        raise ValueError(f"n (the number of runs) must be a whole number >= 1, got {n!r}")
-    rng = numpy_rng(seed, stream=10_000 + int(stream))
+    n = check_int(n, "n", low=1, fix="the number of runs, e.g. 5")
+    stream = check_int(stream, "stream", low=0, fix="a small whole number that separates a lesson's measurements")
+    rng = numpy_rng(seed, stream=10_000 + stream)
     out: list[int] = []
     while len(out) < n:
         s = int(rng.integers(0, 2**31 - 1))

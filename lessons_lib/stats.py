@@ -17,21 +17,41 @@ honest answer in between.
 from __future__ import annotations
 
 import math
+import numbers
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
+
+import numpy as np
+
+from .validate import BadArgument, check_choice, check_float
 
 HOLDS, DOES_NOT_HOLD, INCONCLUSIVE, NOT_MEASURABLE = "holds", "does not hold", "inconclusive", "not measurable"
 Verdict = Literal["holds", "does not hold", "inconclusive", "not measurable"]
 
 
+def _scalar(v: object) -> object:
+    """A one-element tensor or array (a run's metric still on its device) as a Python number; else unchanged."""
+    if not isinstance(v, numbers.Real) and hasattr(v, "item") and getattr(v, "ndim", None) == 0:
+        return v.item()
+    return v
+
+
+def _numbers(values: Sequence[float], what: str) -> list[float]:
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise BadArgument(f"{what}: values={values!r} must be a sequence of numbers, one per run")
+    vals = [_scalar(v) for v in values]
+    if any(isinstance(v, numbers.Real) and math.isnan(v) for v in vals):
+        raise BadArgument(f"{what} got a NaN among {vals}: a run diverged; report it instead of averaging it away")
+    return [check_float(v, f"{what}: values[{i}]", finite=False, fix="one number per run")
+            for i, v in enumerate(vals)]
+
+
 def _values(values: Sequence[float], what: str) -> list[float]:
-    vals = [float(v) for v in values]
+    vals = _numbers(values, what)
     if len(vals) < 2:
-        raise ValueError(f"{what} needs at least 2 runs to give an interval, got {len(vals)}: run more seeds")
-    if any(math.isnan(v) for v in vals):
-        raise ValueError(f"{what} got a NaN among {vals}: a run diverged; report it instead of averaging it away")
+        raise BadArgument(f"{what} needs at least 2 runs to give an interval, got {len(vals)}: run more seeds")
     return vals
 
 
@@ -78,6 +98,7 @@ class Spread:
 def mean_interval(values: Sequence[float], level: float = 0.95) -> Interval:
     """Mean and Student-t interval of independent runs (``len(values) >= 2``)."""
     vals = _values(values, "mean_interval")
+    level = check_float(level, "level", low=0, high=1, low_open=True, high_open=True, fix="e.g. 0.95 for 95%")
     n, m = len(vals), statistics.fmean(vals)
     sd = statistics.stdev(vals)
     from scipy.special import stdtrit  # Student-t quantile; imported here: scipy costs ~0.5 s per process
@@ -88,25 +109,55 @@ def mean_interval(values: Sequence[float], level: float = 0.95) -> Interval:
 
 def paired_interval(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> Interval:
     """Interval of the mean difference ``a - b`` over paired runs (run i of both used seed i)."""
+    a, b = _numbers(a, "paired_interval (a)"), _numbers(b, "paired_interval (b)")
     if len(a) != len(b):
-        raise ValueError(f"paired_interval needs runs in pairs, got {len(a)} and {len(b)} values")
+        raise BadArgument(f"paired_interval needs runs in pairs, got {len(a)} and {len(b)} values")
     return mean_interval([x - y for x, y in zip(a, b)], level)
 
 
 def median_range(values: Sequence[float]) -> Spread:
     """Median and range of timing repeats (``len(values) >= 1``)."""
-    vals = [float(v) for v in values]
+    vals = _numbers(values, "median_range")
     if not vals:
-        raise ValueError("median_range got no values: time at least one repeat")
+        raise BadArgument("median_range got no values: time at least one repeat")
     return Spread(statistics.median(vals), min(vals), max(vals), len(vals))
 
 
 def verdict(interval: Interval | Spread, threshold: float, holds_if: Literal["above", "below"] = "above") -> Verdict:
     """"holds" when the whole interval is on the ``holds_if`` side of ``threshold``, "does not hold" when it is
     wholly on the other side, else "inconclusive". For a :class:`Spread` the range plays the interval's part."""
-    if holds_if not in ("above", "below"):
-        raise ValueError(f"holds_if must be 'above' or 'below', got {holds_if!r}")
+    if not isinstance(interval, (Interval, Spread)):
+        raise BadArgument(f"interval={interval!r} must be an Interval or Spread: build it with mean_interval, "
+                          "paired_interval or median_range")
+    holds_if = check_choice(holds_if, "holds_if", ("above", "below"))
+    threshold = check_float(threshold, "threshold", fix="the value the claim is measured against")
     low, high = interval.low, interval.high
     if holds_if == "above":
         return HOLDS if low > threshold else DOES_NOT_HOLD if high < threshold else INCONCLUSIVE
     return HOLDS if high < threshold else DOES_NOT_HOLD if low > threshold else INCONCLUSIVE
+
+
+def all_of(*verdicts: Verdict) -> Verdict:
+    """Several conditions of one claim together: holds if all hold, does not hold if any does not, else
+    inconclusive (e.g. an equivalence claim: the difference is above -margin AND below +margin)."""
+    for v in verdicts:
+        if v not in (HOLDS, DOES_NOT_HOLD, INCONCLUSIVE, NOT_MEASURABLE):
+            raise BadArgument(f"all_of got {v!r}: pass verdicts from stats.verdict")
+    if all(v == HOLDS for v in verdicts):
+        return HOLDS
+    return DOES_NOT_HOLD if DOES_NOT_HOLD in verdicts else INCONCLUSIVE
+
+
+def column_intervals(rows: Sequence[Sequence[float]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean and 95% interval per column of a (runs, points) array, for a band or error bars in a plot. A column
+    with fewer than 2 runs or a non-finite value gives NaN there (a diverged run is not averaged away)."""
+    rows = np.asarray(rows, dtype=float)
+    if rows.ndim != 2:
+        raise BadArgument(f"rows has shape {rows.shape}: column_intervals needs a (runs, points) array")
+    mean, low, high = (np.full(rows.shape[1], np.nan) for _ in range(3))
+    for j in range(rows.shape[1]):
+        col = rows[:, j]
+        if len(col) >= 2 and np.all(np.isfinite(col)):
+            iv = mean_interval(col)
+            mean[j], low[j], high[j] = iv.mean, iv.low, iv.high
+    return mean, low, high

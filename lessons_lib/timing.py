@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -160,6 +160,46 @@ def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int = 15,
                         device: torch.device | str = "cpu") -> dict[str, float]:
     """Median seconds per call of each function, timed round-robin with :func:`time_interleaved`."""
     return {k: t.median for k, t in time_interleaved(fns, device=device, rounds=repeats, warmup=warmup).items()}
+
+
+def cpu_rounds(fns: dict[str, Callable[[], object]], rounds: int = 30, warmup: int = 2,
+               target_s: float = 2e-3) -> dict[str, list[float]]:
+    """CPU seconds per call (``time.process_time``) of each CPU function in ``rounds`` round-robin rounds.
+
+    CPU time leaves out the time this process waits while others run, so ratios stay honest on a busy shared
+    machine (on a quiet one it equals the wall time; for GPU work use :func:`time_interleaved`). A measurement
+    repeats a function for about ``target_s``; each round starts one function later, so that no function always
+    follows the same one (caches, allocator)."""
+    if not fns or not all(callable(f) for f in fns.values()):
+        raise BadArgument(f"fns={fns!r}: give at least one function to time, as {{name: function}}")
+    rounds = check_int(rounds, "rounds", low=1, fix="e.g. 30")
+    warmup = check_int(warmup, "warmup", low=1, fix="calls before timing, e.g. 2")
+    calls = {}
+    for name, fn in fns.items():
+        start = time.process_time()
+        for _ in range(warmup):
+            fn()
+        calls[name] = max(1, round(target_s * warmup / max(time.process_time() - start, 1e-7)))
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    order = list(fns)
+    for r in range(rounds):
+        for name in order[r % len(order):] + order[:r % len(order)]:
+            start = time.process_time()
+            for _ in range(calls[name]):
+                fns[name]()
+            times[name].append((time.process_time() - start) / calls[name])
+    return times
+
+
+def min_ratios(a: Sequence[float], b: Sequence[float], group: int = 3) -> list[float]:
+    """Ratios a/b of interleaved timings, one per group of ``group`` consecutive rounds: the group's fastest a
+    over its fastest b (interference only ever adds time, so a group's fastest round is its clean one). The
+    groups are the independent repeats an interval or range is taken over; a last partial group is dropped."""
+    group = check_int(group, "group", low=1)
+    if len(a) != len(b):
+        raise BadArgument(f"min_ratios needs timings of the same rounds, got {len(a)} and {len(b)} values")
+    n = len(a) // group * group
+    return [min(a[i:i + group]) / min(b[i:i + group]) for i in range(0, n, group)]
 
 
 @contextlib.contextmanager

@@ -89,10 +89,7 @@ def fit(
     the data are moved there. Returns a :class:`History`; the model is trained in place. The loop itself is
     :func:`train_loop`, shared with lessons that stream their batches from disk.
     """
-    epochs = check_int(epochs, "epochs", low=1, fix="train for at least one epoch")
-    batch_size = check_int(batch_size, "batch_size", low=1)
-    lr = check_float(lr, "lr", low=0.0, low_open=True, fix="a learning rate such as 1e-3")
-    weight_decay = check_float(weight_decay, "weight_decay", low=0.0)
+    epochs, batch_size, lr, weight_decay = check_fit_args(epochs, batch_size, lr, weight_decay)
     if len(data.x_train) == 0:
         raise ValueError("fit got an empty training set: check the data split (e.g. subset_train(n) with n >= 1)")
     if len(data.x_val) == 0:
@@ -110,6 +107,15 @@ def fit(
         train_metrics=(lambda: evaluate(model, d.x_train, d.y_train)) if eval_train else None,
         progress=progress, config=config,
     )
+
+
+def check_fit_args(epochs: object, batch_size: object, lr: object,
+                   weight_decay: object) -> tuple[int, int, float, float]:
+    """The training loop's numbers, checked and coerced (numpy scalars accepted, bools and NaN refused)."""
+    return (check_int(epochs, "epochs", low=1, fix="train for at least one epoch"),
+            check_int(batch_size, "batch_size", low=1, fix="examples per step, e.g. 128"),
+            check_float(lr, "lr", low=0.0, low_open=True, fix="a learning rate such as 1e-3"),
+            check_float(weight_decay, "weight_decay", low=0.0, fix="0 for none, e.g. 1e-4"))
 
 
 @torch.no_grad()

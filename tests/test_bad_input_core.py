@@ -16,7 +16,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lessons_lib import cache, models, numpy_layers, seeds, training
+from lessons_lib import cache, lsh, memcap, models, numpy_layers, processes, seeds, training
 from lessons_lib.data import load
 from lessons_lib.device import DeviceUnavailableError, synchronize
 from lessons_lib.gradcheck import numerical_gradient, numerical_gradient_array, relative_error
@@ -243,3 +243,61 @@ def test_interrupted_write_leaves_nothing(tmp_path):
             raise KeyboardInterrupt
     assert not list(tmp_path.iterdir())
     time.sleep(0)
+
+
+# --- hashing tables, process helpers, repeated seeds -----------------------------------------------------------
+@pytest.mark.parametrize("call, match", [
+    (lambda: lsh.SimHash(2.5, 4, 2), "dim=2.5"),  # was: silently hashed 2-wide vectors
+    (lambda: lsh.SimHash(True, 4, 2), "dim=True"),
+    (lambda: lsh.LshIndex(8, 0), "n_units=0"),  # was: an index over no units
+    (lambda: lsh.RebuildSchedule(10, float("nan")), "growth=nan"),  # was: accepted, then never rebuilt
+    (lambda: lsh.RebuildSchedule(2.5), "first=2.5"),
+    (lambda: lsh.units_kept(-1, 0.5), "n_units=-1"),  # was: 1
+    (lambda: lsh.units_kept(10.5, 0.5), "n_units=10.5"),  # was: 5
+    (lambda: lsh.check_active_fraction(0.0), "active_fraction=0.0"),
+    (lambda: lsh.pooling_matrix(10, 11), "pool_dim=11"),
+    (lambda: seeds.replicate_seeds(3, stream=-1), "stream=-1"),  # was: seeds from a negative stream
+    (lambda: seeds.replicate_seeds(True), "n=True"),
+    (lambda: processes.resolve_port(True), "port=True"),  # was: port 1
+    (lambda: processes.resolve_port(70000), "port=70000"),
+    (lambda: memcap.run_child("math:sqrt", {"x": 4}, timeout=float("nan")), "timeout=nan"),  # was: raw int(nan)
+    (lambda: memcap.run_child("math:sqrt", {"x": 4}, cap_bytes=-1), "cap_bytes=-1"),  # was: a child that failed
+    (lambda: memcap.run_child("math:sqrt", {"x": 4}, threads=0), "threads=0"),
+])
+def test_core_helpers_name_bad_arguments(call, match):
+    with pytest.raises(BadArgument, match=match):
+        call()
+
+
+@pytest.mark.skipif(not NO_CUDA, reason="this machine has CUDA")
+def test_simhash_on_a_missing_gpu_is_the_courses_message():
+    with pytest.raises(DeviceUnavailableError):
+        lsh.SimHash(8, 4, 2, device="cuda")
+    with pytest.raises(DeviceUnavailableError):
+        lsh.SimHash(8, 4, 2).to("cuda")
+
+
+def test_numpy_scalars_are_accepted_by_the_hashing_helpers():
+    assert lsh.units_kept(np.int64(10), np.float32(0.5)) == 5
+    assert lsh.SimHash(np.int64(8), 4, 2, seed=0).dim == 8
+    assert seeds.replicate_seeds(np.int64(3), stream=np.int32(1)) == seeds.replicate_seeds(3, stream=1)
+
+
+def test_stop_after_steps_and_save_arrays_name_bad_input(tmp_path):
+    from lessons_lib.callbacks import StopAfterSteps
+
+    for bad in (0, 2.5, True, "3"):
+        with pytest.raises(BadArgument, match="n="):
+            StopAfterSteps(bad)
+    assert StopAfterSteps(np.int64(3)).n == 3
+    with pytest.raises(ValueError, match="got no arrays"):
+        cache.save_arrays(tmp_path / "empty.npz")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("kwargs, match", [({"timeout_s": float("nan")}, "timeout_s=nan"),
+                                           ({"timeout_s": 0}, "timeout_s=0"),
+                                           ({"timeout_s": 5, "deadline_s": -1}, "deadline_s=-1")])
+def test_launch_names_bad_timeouts_before_starting_anything(kwargs, match):
+    with pytest.raises(BadArgument, match=match):
+        processes.launch(print, processes=1, **kwargs)

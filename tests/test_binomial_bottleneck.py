@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from lessons_lib.binomial_bottleneck import lab, plots, reference
+from lessons_lib.binomial_bottleneck import fix, lab, plots, reference
 from lessons_lib.binomial_bottleneck.reference import FastDropout
 from lessons_lib.callbacks import StopAfterSteps
 from lessons_lib.data import load
@@ -54,10 +54,12 @@ def test_numpy_mlp_learns(splits, seed):
 
 
 def test_profile_shows_masks_then_the_fix_removes_them(splits):
-    before = lab.profile_training(reference.binomial_mask, epochs=1, splits=splits, seed=0)
+    before = lab.profile_training(reference.binomial_mask, epochs=2, splits=splits, seed=0)
     after = lab.profile_training(lab.dropout_mask(), epochs=1, splits=splits, seed=0)
     assert "ncalls" in before.table and "binomial_mask" in before.table and before.mask == "binomial_mask"
     assert "tottime" in before.table.splitlines()[0]
+    assert len(before.epoch_stats) == 2  # one profiler per epoch, and their sum
+    assert before.stats.total_tt == pytest.approx(sum(s.total_tt for s in before.epoch_stats))
     s_before = reference.mask_share(before.stats, lab.MASK_NAMES)
     s_after = reference.mask_share(after.stats, lab.MASK_NAMES)
     assert 0 < s_after < s_before < 1 and s_before > 3 * s_after
@@ -66,6 +68,65 @@ def test_profile_shows_masks_then_the_fix_removes_them(splits):
     assert naive > s_after
     own = sum(v[2] for k, v in before.stats.stats.items() if k[2] in lab.MASK_NAMES) / before.stats.total_tt
     assert own < s_before  # tottime alone leaves out numpy's binomial call, where the time goes
+
+
+def test_compare_fix_pairs_seeds_times_masks_and_keeps_the_control_free(splits):
+    fast = lab.dropout_mask()
+    fx = fix.compare_fix(fast, seeds=[5, 6], epochs=2, splits=splits)
+    assert fx.seeds == [5, 6] and len(fx.rounds) == 4 and len(fx.profiled) == 2
+    assert [(r.seed, r.epoch) for r in fx.rounds] == [(5, 0), (5, 1), (6, 0), (6, 1)]
+    for r in fx.rounds:
+        assert set(r.cpu) == set(r.wall) == set(r.mask) == set(fix.VERSIONS)
+        assert all(0 < r.mask[v] < r.cpu[v] for v in fix.VERSIONS)
+        assert r.mask["free"] < r.mask["after"] < r.mask["before"]  # free masks cost (almost) nothing
+    assert all(s > 0.3 for s in fx.shares("before")) and all(s < 0.2 for s in fx.shares("after"))
+    assert fx.bounds() == pytest.approx([1 / (1 - s) for s in fx.shares()])
+    assert fx.speedups(clock="wall") == pytest.approx([r.wall["before"] / r.wall["after"] for r in fx.rounds])
+    assert all(q.profile > 0.3 and q.timer > 0.3 for q in fx.profiled)
+    # the same seed trains the same "before" net: paired with train_numpy's run of that seed
+    assert fx.val_before[0] == lab.train_numpy(reference.binomial_mask, epochs=2, splits=splits, seed=5)[-1]
+    assert fx.accuracy_diff().n == 2 and "free masks (control)" in fx.table() and "cProfile" in fx.amdahl()
+
+
+def test_timed_and_free_masks():
+    g = np.random.default_rng(0)
+    timed = fix.TimedMask(lab.dropout_mask())
+    m = timed((4, 8), 0.5, g)
+    assert m.shape == (4, 8) and m.dtype == bool and timed.seconds > 0 and "timed_" in timed.__name__
+    free = fix.FreeMask(lab.dropout_mask(), np.random.default_rng(1))
+    assert free((4, 8), 0.5, g) is free((4, 8), 0.5, g)  # drawn once, then reused
+    assert free((2, 8), 0.5, g).shape == (2, 8)  # the last, smaller batch gets its own
+
+
+def _fix_runs(speedup=3.0, free=3.1, share=0.66, after_share=0.04, acc=(0.40, 0.41), n=4):
+    """A FixRuns whose every round has the given speedups and shares (times in seconds)."""
+    rounds = []
+    for i in range(n):
+        before = 0.1 * (1 + 0.01 * i)
+        cpu = {"before": before, "after": before / speedup, "free": before / free}
+        mask = {"before": share * before, "after": after_share * cpu["after"], "free": 1e-5}
+        rounds.append(fix.EpochRound(i, 0, cpu, dict(cpu), mask))
+    jitter = [0.0, 0.004, -0.004, 0.002][:n]
+    return fix.FixRuns(list(range(n)), 1, rounds, [acc[0] + j for j in jitter], [acc[1] + j for j in jitter],
+                       [fix.ProfiledPair(share, share, share - 0.02)] * n)
+
+
+def test_fix_runs_arithmetic():
+    fx = _fix_runs()
+    assert fx.speedups() == pytest.approx([3.0] * 4) and fx.speedups("free") == pytest.approx([3.1] * 4)
+    assert fx.bounds() == pytest.approx([1 / 0.34] * 4)
+    assert fx.rest("before")[0] == pytest.approx(0.1 * 0.34)
+    assert fx.accuracy_diff().mean == pytest.approx(0.01) and fx.accuracy_diff().half_width == pytest.approx(0)
+    timer, read = fx.profiler_effect()
+    assert timer.mean == pytest.approx(0) and read.mean == pytest.approx(-0.02)
+    assert fx.wall_estimates(k=2) == pytest.approx([3.0, 3.0])
+
+
+def test_run_seeds_follow_the_course_seed(monkeypatch):
+    monkeypatch.setenv("LESSONS_SEED", "0")
+    a = fix.run_seeds(3)
+    monkeypatch.setenv("LESSONS_SEED", "1")
+    assert len(set(a)) == 3 and not set(a) & set(fix.run_seeds(3))
 
 
 def test_same_seed_same_training(splits):
@@ -80,8 +141,9 @@ def test_compare_generators_rows():
     assert names[0] == "binomial" and "bits" in names and "auto" in names
     assert names[-2:] == ["floor: random bits", "floor: memory"]
     by = {r.method: r for r in rows}
-    assert by["binomial"].speedup == pytest.approx(1.0)
-    assert by["auto"].speedup > 3  # the binomial is far slower than random bits, loaded machine or not
+    assert by["binomial"].speedup == pytest.approx(1.0) and by["binomial"].ratios == pytest.approx([1.0] * 3)
+    assert by["auto"].speedup > 3 and min(by["auto"].ratios) > 3  # far slower than random bits, busy machine or not
+    assert len(by["auto"].times) == 9 and len(by["auto"].ratios) == 3  # 3 groups of 3 rounds
     assert by["uint8"].keep_prob == lab.keep_probability("uint8", 0.5)
     rows = lab.compare_generators(shape=(64, 256), p=0.1, repeats=2, include_torch=False)
     assert "bits" not in [r.method for r in rows]
@@ -98,12 +160,30 @@ def test_method_table_states_the_quantization():
         lab.keep_probability("bits", 0.3)
 
 
-def test_epoch_seconds_and_torch_cost(splits, one_thread):
-    t = lab.epoch_seconds(lab.dropout_mask(), splits=splits, repeats=1)
-    assert t.before > t.after > 0 and t.speedup == t.before / t.after
-    cost = lab.dropout_layer_cost(shape=(64, 512), repeats=3)
+def test_interval_helpers():
+    assert lab.interval_or_value([2.0]).n == 1 and lab.interval_or_value([1.0, 3.0]).mean == 2.0
+
+
+def test_torch_cost_and_epochs(splits, one_thread):
+    cost = lab.dropout_layer_cost(shape=(64, 512), repeats=2)
     assert cost.dropout_fwd > cost.clone and cost.clones == cost.dropout_fwd / cost.clone
-    assert "FastDropout fwd+bwd" in cost.lines()
+    assert len(cost.rounds["fwd"]) == 6 and len(cost.ratios("fwd", "clone")) == 2
+    assert min(cost.ratios("fwd", "clone")) > 1 and "FastDropout fwd+bwd" in cost.lines()
+    small = splits.subset_train(256)
+    ep = lab.torch_epochs({"off": ("cpu", 0.0, "nn.Dropout"), "on": ("cpu", 0.5, "FastDropout")}, rounds=2,
+                          splits=small, hidden=64)
+    assert ep.clock == "CPU time" and len(ep.seconds["off"]) == 2 and len(ep.ratios("on", "off")) == 2
+    assert "FastDropout" in ep.table()
+    both = lab.cpu_vs_gpu(rounds=1, splits=small, gpu="cpu")  # the GPU path, run on the CPU twice
+    assert set(both.seconds) == {"CPU, dropout off", "CPU, dropout on", "GPU, dropout off", "GPU, dropout on"}
+    assert both.clock == "CPU time"  # every configuration on the CPU: CPU time (a real GPU: wall time)
+
+
+def test_seed_amdahl_arithmetic():
+    a = lab.seed_amdahl()
+    assert a.share == pytest.approx(5912.656 / 8431.153) and a.bound == pytest.approx(1 / (1 - a.share))
+    assert 3.3 < a.bound < 3.4 and a.rest_factor == pytest.approx(10 * (1 - a.share))
+    assert lab.seed_amdahl(0.5, 2.0).rest_factor == pytest.approx(1.0)  # a 2x from a 50% share: the rest unchanged
 
 
 # --------------------------------------------------------------------------------------------------
@@ -186,15 +266,46 @@ def test_fast_dropout_vs_nn_dropout_table():
     assert all(abs(r.dropped - 0.5) < 0.02 for r in rows) and "variance" in lab.layer_stats_table(rows)
 
 
+def _cost(fast_ratio=6.0, clones=150.0, rng_share=0.9):
+    fwd = clones * 1e-6
+    rounds = {"clone": [1e-6] * 6, "rand": [30e-6] * 6, "bernoulli": [rng_share * fwd] * 6, "fwd": [fwd] * 6,
+              "fwd_bwd": [1.05 * fwd] * 6, "fast": [1.05 * fwd / fast_ratio] * 6}
+    return lab.DropoutCost(*(r[0] for r in rounds.values()), rounds)
+
+
+def _on_off(share=0.6):
+    return lab.TorchEpochs({"no dropout": ("cpu", 0.0, "nn.Dropout"), "nn.Dropout": ("cpu", 0.5, "nn.Dropout")},
+                           {"no dropout": [1 - share] * 3, "nn.Dropout": [1.0, 1.0, 1.0]}, "CPU time")
+
+
 def test_claims():
-    p_before = lab.Profile("binomial_mask", 1, None, "", 0.5)
-    p_after = lab.Profile("dropout_mask", 1, None, "", 0.51)
-    rows = [lab.GeneratorRow("binomial", 1.0, 1.0, 0.5), lab.GeneratorRow("auto", 0.01, 100.0, 0.5)]
-    cost = lab.DropoutCost(1.0, 30.0, 150.0, 170.0, 180.0, 10.0)
-    c = lab.claims(p_before, p_after, 0.7, 0.03, lab.EpochTimes(10.0, 3.2), rows, cost)
-    holds = [r.holds for r in c.rows]
-    assert holds[:7] == [True] * 7 and holds[7] is None
-    slow = lab.DropoutCost(1.0, 30.0, 150.0, 170.0, 180.0, 100.0)
-    c = lab.claims(p_before, p_after, 0.7, 0.03, lab.EpochTimes(10.0, 5.0), rows, slow)
-    assert c.rows[3].holds is False and c.rows[6].holds is False  # 2x epoch, 1.8x dropout: shown as failing
-    assert lab.claims(p_before, p_after, 0.4, 0.2, lab.EpochTimes(10.0, 3.2), rows, cost).rows[0].holds is False
+    rows = [lab.GeneratorRow("binomial", 1.0, 1.0, 0.5, [1.0] * 3), lab.GeneratorRow("auto", 0.01, 100.0, 0.5,
+                                                                                     [100.0, 98.0, 102.0])]
+    c = lab.claims(_fix_runs(), rows, _cost(), _on_off())
+    v = [r.verdict for r in c.rows]
+    assert v[:8] == ["holds"] * 8 and v[8:] == ["not measurable"] * 2
+    assert "95% CI" in c.rows[0].measured and "cProfile" in c.rows[0].measured
+    bad = lab.claims(_fix_runs(share=0.4, after_share=0.2, speedup=2.0, free=3.0, acc=(0.40, 0.45)), rows,
+                     _cost(fast_ratio=2.0, clones=5.0), _on_off(0.3))
+    assert [r.verdict for r in bad.rows[:8]] == ["does not hold", "holds"] + ["does not hold"] * 6
+    texts = [r.claim for r in lab.claims(_fix_runs(speedup=2.5), rows, _cost(4.0), _on_off(0.55)).rows]
+    assert texts == [r.claim for r in c.rows]  # no measured number in a claim: the same text under any seed
+    gpu = lab.TorchEpochs({k: ("cpu", 0.0, "nn.Dropout") for k in ("CPU, dropout off", "CPU, dropout on",
+                                                                  "GPU, dropout off", "GPU, dropout on")},
+                          {"CPU, dropout off": [1.0] * 3, "CPU, dropout on": [3.0] * 3,
+                           "GPU, dropout off": [0.9] * 3, "GPU, dropout on": [0.25] * 3}, "wall time")
+    g = lab.claims(_fix_runs(), rows, _cost(), _on_off(), gpu=gpu)
+    assert [r.verdict for r in g.rows[-2:]] == ["holds", "holds"]  # 12x with dropout on, 1.1x with it off
+
+
+def test_claims_use_the_speed_measurement_with_a_range():
+    from lessons_lib.binomial_bottleneck import speed
+
+    rows = [lab.GeneratorRow("binomial", 1.0, 1.0, 0.5, [1.0] * 3),
+            lab.GeneratorRow("auto", 0.01, 100.0, 0.5, [100.0, 98.0, 102.0])]
+    fast = speed.FastVsTorch((4, 4), {(p, 1): [2.5, 3.0, 4.0] for p in speed.PS})
+    row = lab.claims(_fix_runs(), rows, _cost(), _on_off(), fast=fast).rows[6]
+    assert "every p in {0.1, 0.2, 0.5, 0.8}" in row.claim and "[2.5, 4.0]" in row.measured
+    assert row.verdict == "holds"
+    slow = speed.FastVsTorch((4, 4), {(0.1, 1): [1.5, 1.8, 2.5], (0.5, 1): [3.0] * 3})
+    assert lab.claims(_fix_runs(), rows, _cost(), _on_off(), fast=slow).rows[6].verdict == "inconclusive"

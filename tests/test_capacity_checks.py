@@ -138,21 +138,33 @@ def _history(val_acc: float) -> History:
 
 
 def test_check_chance_level():
-    rand = lab.Memorization(_history(0.98), _history(0.11))
+    rand = lab.Memorization([_history(0.98)] * 2, [_history(0.11), _history(0.13)], [1, 2])
     assert checks.check_chance_level(0.1, rand) and checks.check_chance_level(1 / 10, rand)
+    assert "this run: 0.120, the mean of 2 seeds" in checks.check_chance_level(0.1, rand).message
     assert "TRAINING accuracy" in checks.check_chance_level(1.0, rand).message
     assert "percentage" in checks.check_chance_level(10, rand).message
     assert checks.check_chance_level(..., rand).status == "not_written"
-    assert checks.check_chance_level(0.25, lab.Memorization(_history(0.9), _history(0.3), n_classes=4))
+    assert checks.check_chance_level(0.25, lab.Memorization([_history(0.9)], [_history(0.3)], [1], n_classes=4))
+
+
+def _row(width: int, accs: list[tuple[float, float]]) -> lab.SweepRow:
+    """A sweep row whose seeds end at the given (train acc, val acc)."""
+    hs = []
+    for tr, va in accs:
+        h = _history(va)
+        h.train_acc[-1] = tr
+        hs.append(h)
+    return lab.SweepRow(width, 0, hs)
 
 
 def test_check_largest_gap_reads_the_sweep():
-    h = _history(0.5)
-    sweep = [lab.SweepRow(w, 0, tr, va, h) for w, tr, va in ((2, 0.3, 0.28), (64, 0.8, 0.7), (512, 1.0, 0.6))]
+    sweep = [_row(2, [(0.3, 0.28), (0.3, 0.28)]), _row(64, [(0.8, 0.7), (0.8, 0.7)]),
+             _row(512, [(1.0, 0.6), (1.0, 0.6)])]
     assert checks.check_largest_gap(512, sweep)
     assert "highest VALIDATION accuracy" in checks.check_largest_gap(64, sweep).message
     assert "SMALLEST gap" in checks.check_largest_gap(2, sweep).message
-    flipped = [lab.SweepRow(w, 0, tr, va, h) for w, tr, va in ((2, 0.3, 0.28), (64, 0.9, 0.5), (512, 1.0, 0.9))]
+    # the gap is the mean over the seeds: one seed's big gap at 512 does not beat 64's steady one
+    flipped = [_row(2, [(0.3, 0.28)] * 2), _row(64, [(0.9, 0.5), (0.9, 0.5)]), _row(512, [(1.0, 0.3), (1.0, 0.9)])]
     assert checks.check_largest_gap(64, flipped) and not checks.check_largest_gap(512, flipped)
 
 

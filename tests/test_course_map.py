@@ -28,3 +28,42 @@ def test_every_notebook_is_on_the_map_and_shows_its_claims():
     text = course_map.render()
     for les in course_map.LESSONS:
         assert f"| {les.number} |" in text
+
+
+SOURCE_PART = r"^(seed \d{3}\b.*|lesson\b.*|.*\b(19|20)\d{2}\b.*|(PyTorch|Keras|NumPy)\b.* docs\b.*)$"
+INTERNAL_WORDS = ("issue", "benchmark goal", "course target", "finding", "seeds/", ".txt")
+
+
+def _top_level_parts(source: str) -> list[str]:
+    """Split "seed 002 ('a; b'); lesson + Recht 2011" at ; and + outside parentheses and quotes."""
+    parts, depth, cur = [], 0, ""
+    for ch in source:
+        depth += ch == "("
+        depth -= ch == ")"
+        if ch in ";+" and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    return [*parts, cur]
+
+
+def test_claim_sources_name_a_seed_text_the_lesson_or_a_paper():
+    """One naming scheme for sources: "seed NNN (...)", "lesson (...)", a paper with its year, or a library's
+    docs; never internal words such as "issue 3", "benchmark goal" or a file path."""
+    import re
+
+    bad = []
+    for nb in sorted(course_map.NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):
+        for r in course_map.claims_rows(nb):
+            parts = [p.strip() for p in _top_level_parts(r.source)]
+            if any(w in r.source.lower() for w in INTERNAL_WORDS) or not all(re.match(SOURCE_PART, p) for p in parts):
+                bad.append(f"{nb.name}: {r.source!r} ({r.claim[:50]})")
+    assert not bad, "sources outside the scheme:\n" + "\n".join(bad)
+
+
+def test_verdicts_are_three_valued_and_each_settled_verdict_shows_its_runs():
+    """A noisy claim reports its run count ("N runs" / "N repeats" / "N seeds") beside its verdict."""
+    for nb in sorted(course_map.NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):
+        for r in course_map.claims_rows(nb):
+            assert r.verdict.split(" ")[0] in ("✓", "✗", "?", "—"), (nb.name, r.verdict)

@@ -42,8 +42,18 @@ def test_random_labels_keep_inputs_change_labels():
 
 
 def test_unknown_dataset():
-    with pytest.raises(ValueError, match="unknown dataset 'cifar': choose one of digits, mnist1d"):
+    with pytest.raises(ValueError, match="name='cifar': must be one of 'digits', 'mnist1d'"):
         data.load("cifar")
+
+
+@pytest.mark.parametrize("bad", [0, 1.0, float("nan"), True, "0.2"])
+def test_bad_val_fraction_is_named(bad):
+    with pytest.raises(ValueError, match="val_fraction="):
+        data.load("digits", val_fraction=bad)
+
+
+def test_numpy_val_fraction_is_a_number():
+    assert len(data.load("digits", val_fraction=np.float32(0.25)).x_val) > 0
 
 
 def test_mnist1d_cache_written_atomically_with_checksum(tmp_data_dir):

@@ -67,3 +67,21 @@ def test_offline_http_errors_and_refused_urls_are_clear(server, tmp_path):
 def test_a_trusted_checksum_unlocks_an_unpinned_single_file_set(server, tmp_path):
     got = D.download("notmnist-small", folder=tmp_path, mirror=server, sha256=FIXTURE_SHA, progress=False)
     assert got == [tmp_path / "notMNIST_small.tar.gz"] and got[0].read_bytes() == FIXTURE
+
+
+def test_a_checksum_that_is_not_hex_or_a_bad_timeout_is_named_before_any_network(tmp_path):
+    from lessons_lib.validate import BadArgument
+
+    url = "https://example.invalid/x.bin"  # never contacted: the arguments are refused first
+    for bad in ("z" * 64, "g" + FIXTURE_SHA[1:], FIXTURE_SHA + "0", FIXTURE_SHA[:-1] + " "):
+        with pytest.raises(BadArgument, match=r"sha256=.*64 hexadecimal digits"):
+            D.fetch(url, bad, tmp_path / "x.bin")
+    with pytest.raises(BadArgument, match="sha256="):
+        D.download("notmnist-small", folder=tmp_path, mirror="https://example.invalid", sha256="x" * 64)
+    for bad in (0, -1, float("nan"), True, "60"):
+        with pytest.raises(BadArgument, match="timeout="):
+            D.fetch(url, FIXTURE_SHA, tmp_path / "x.bin", timeout=bad)
+    for bad in (0, 2.5, True):
+        with pytest.raises(BadArgument, match="expected_bytes="):
+            D.fetch(url, FIXTURE_SHA, tmp_path / "x.bin", expected_bytes=bad)
+    assert list(tmp_path.iterdir()) == []

@@ -85,22 +85,39 @@ def small():
     return lab.lesson_splits(300, seed=0)
 
 
-def test_sweep_is_reproducible_and_shows_the_gap(small):
-    a = lab.dropout_sweep(ps=(0.0, 0.5), epochs=8, splits=small, seed=0)
-    b = lab.dropout_sweep(ps=(0.0, 0.5), epochs=8, splits=small, seed=0)
-    assert a.histories[0.5].val_acc == b.histories[0.5].val_acc and len(a.histories[0.0]) == 8
+def test_sweep_is_paired_reproducible_and_shows_the_gap(small):
+    a = lab.dropout_sweep(ps=(0.0, 0.5), epochs=8, splits=small, seeds=[3, 4, 5])
+    b = lab.dropout_sweep(ps=(0.0, 0.5), epochs=8, splits=small, seeds=[3, 4, 5])
+    assert [h.val_acc for h in a.histories[0.5]] == [h.val_acc for h in b.histories[0.5]]
+    assert a.seeds == [3, 4, 5] and len(a.histories[0.0]) == 3 and len(a.histories[0.0][0]) == 8
+    # paired: run i of every p starts from the same weights (seed i), and seeds differ from each other
+    w0 = [reference.NumpyNet([40, *lab.WIDTHS, 10], q, seed=s).weights[0] for q in (0.0, 0.5) for s in (3, 4)]
+    assert np.array_equal(w0[0], w0[2]) and not np.array_equal(w0[0], w0[1])
     r0, r5 = a.row(0.0), a.row(0.5)
+    assert r0.n == 3 and r0.gap == pytest.approx(np.mean(a.values(0.0, "gap")))
+    assert r0.gap_ci.low < r0.gap < r0.gap_ci.high and r0.gap_ci.n == 3
     assert r0.train_acc > r0.val_acc and r0.gap > r5.gap  # 300 signals: memorized without dropout
-    assert a.histories[0.0].steps == 8 * 3 and "best val" in a.table()
+    assert a.values(0.0, "epoch_s") == [float(np.median(h.seconds)) for h in a.histories[0.0]]
+    assert a.histories[0.0][0].steps == 8 * 3 and "best val" in a.table() and "3 run(s) per p" in a.table()
     fig = plots.plot_sweep(a)
-    assert len(fig.axes[0].lines) == 4
+    assert len(fig.axes[0].lines) == 4 and len(fig.axes[0].collections) == 4  # mean curves and range bands
+    with pytest.raises(ValueError, match="metric"):
+        a.values(0.0, "accuracy")
+
+
+def test_run_seeds_follow_the_course_seed(monkeypatch):
+    monkeypatch.setenv("LESSONS_SEED", "0")
+    s0 = lab.run_seeds(4)
+    monkeypatch.setenv("LESSONS_SEED", "1")
+    assert len(set(s0)) == 4 and not set(s0) & set(lab.run_seeds(4))
 
 
 def test_train_vs_eval_pitfall(small):
-    sweep = lab.dropout_sweep(ps=(0.5,), epochs=2, splits=small, seed=0)
+    sweep = lab.dropout_sweep(ps=(0.5,), epochs=2, splits=small, seeds=[0])
     pit = lab.train_vs_eval(sweep.nets[0.5], small, repeats=4)
     assert pit.eval_acc == pit.eval_again and len(set(pit.train_mode)) > 1
     assert pit.train_mode_mean == pytest.approx(np.mean(pit.train_mode))
+    assert sweep.row(0.5).gap_ci is None and "±" not in sweep.table()  # one run: no interval claimed
 
 
 def test_stats_against_nn_dropout():
@@ -129,22 +146,69 @@ def test_compute_to_target():
     assert "not reached" in lab.compute_to_target(runs, target=0.9).table()
 
 
+def test_paired_target_ratios_and_censoring():
+    base = [_hist([0.5, 0.6, 0.7, 0.7], 1.0), _hist([0.6, 0.7, 0.7, 0.7], 2.0)]
+    drop = [_hist([0.4, 0.5, 0.6, 0.69], 1.5), _hist([0.5, 0.5, 0.5, 0.5], 3.0)]  # seed 2 never reaches 0.686
+    t = lab.paired_target(base, drop, 0.5, [11, 12])
+    assert t.epochs_ratio() == pytest.approx([4 / 3, 4 / 2])  # the censored run counted at all 4 epochs
+    assert t.epoch_s_ratio() == pytest.approx([1.5, 1.5])
+    assert t.seconds_ratio() == pytest.approx([2.0, 3.0]) and t.censored == 1 and t.cap == 4
+    assert ">4" in t.table() and "numpy, CPU" in t.table()
+
+
+def test_within_is_a_three_valued_equivalence():
+    from lessons_lib.stats import Interval
+
+    assert lab.within(Interval(1.0, 0.95, 1.05, 5), 0.9, 1.1) == "holds"
+    assert lab.within(Interval(1.0, 0.85, 1.05, 5), 0.9, 1.1) == "inconclusive"
+    assert lab.within(Interval(1.3, 1.2, 1.4, 5), 0.9, 1.1) == "does not hold"
+    assert lab.within(Interval(0.5, 0.4, 0.6, 5), 0.9, 1.1) == "does not hold"
+
+
 def test_layer_cost_measures_what_it_says():
-    c = lab.layer_cost(shape=(64, 128), repeats=3, seed=0)
-    assert c.shape == (64, 128) and min(c.copy, c.dropout, c.matmul_dense, c.matmul_dropped) > 0
-    assert "units dropped" in c.lines()
+    c = lab.layer_cost(shape=(64, 256), repeats=4, seed=0)
+    assert c.shape == (64, 256) and min(c.copy, c.dropout, c.matmul_dense, c.matmul_dropped, c.matmul_kept) > 0
+    assert len(c.dropped_ratio) == len(c.kept_ratio) == 4 and "units dropped" in c.lines()
+    assert np.median(c.kept_ratio) < 0.85  # the control: half the units, clearly less time, even on a busy machine
 
 
-def test_claims_from_synthetic_runs():
-    sweep = lab.Sweep([0.0, 0.5], {0.0: _hist([0.5, 0.6, 0.62]), 0.5: _hist([0.4, 0.6, 0.66], 2.0, 0.8)})
-    ctt = lab.compute_to_target({"p=0": sweep.histories[0.0], "p=0.5": sweep.histories[0.5]})
-    cost = lab.LayerCost((128, 256), 1e-6, 1e-4, 2e-4, 2.1e-4)
-    c = lab.claims(sweep, ctt, 0.5, cost)
-    holds = [r.holds for r in c.rows]
-    assert holds[:5] == [True, True, True, True, True]  # gap 0.38 -> 0.14, 0.66 > 0.62, 2x the seconds
-    assert holds[6] is True and holds[-1] is None  # matmul 1.05x: the dropped units are computed; no GPU
-    cost = lab.LayerCost((128, 256), 1e-6, 1e-4, 2e-4, 1e-4)
-    assert lab.claims(sweep, ctt, 0.5, cost).rows[6].holds is False
+def _paired_sweep(gap_drop, best_shift, sec=2.0):
+    """Four seeds without dropout (gap 0.4-0.43) and with it (gap lowered by gap_drop, best val shifted)."""
+    hs0 = [_hist([0.5, 0.6, 0.6 + 0.01 * i], 1.0, 0.97 + 0.01 * i) for i in range(4)]
+    hs5 = [_hist([0.45, 0.55, 0.6 + 0.01 * i + best_shift], sec, 0.97 + 0.01 * i - gap_drop + best_shift)
+           for i in range(4)]
+    return lab.Sweep([0.0, 0.5], {0.0: hs0, 0.5: hs5}, [1, 2, 3, 4])
+
+
+def _cost(dropped, kept):
+    return lab.LayerCost((128, 256), 1e-6, 1e-4, 2e-4, 2e-4, 1e-4, list(dropped), list(kept))
+
+
+def test_claims_from_synthetic_paired_runs():
+    sweep = _paired_sweep(0.2, 0.05)
+    ctt = lab.sweep_target(sweep)
+    cost = _cost([1.0, 1.02, 0.98, 1.01], [0.5, 0.52, 0.49, 0.5])
+    c = lab.claims(sweep, ctt, cost)
+    v = [r.verdict for r in c.rows]
+    assert v[:5] == ["holds"] * 5  # gap ~0.4 > 0.1; gap shrinks by 0.2; +5 points; more time; 2x s/epoch
+    assert v[6] == "holds" and v[-1] == "not measurable"  # matmul within ±10%, control clearly faster; no GPU
+    assert "4 runs" in c.rows[1].measured and "paired" in c.rows[1].measured
+    assert lab.claims(_paired_sweep(-0.1, -0.05), ctt, cost).rows[1].verdict == "does not hold"
+    assert lab.claims(_paired_sweep(0.2, 0.0), ctt, cost).rows[2].verdict == "inconclusive"  # no difference at all
+    assert lab.claims(sweep, ctt, _cost([1.5, 1.6, 1.4, 1.5], [0.5] * 4)).rows[6].verdict == "does not hold"
+    no_control = _cost([1.0, 1.02, 0.98, 1.01], [1.0, 0.97, 1.02, 1.0])  # the timer saw no difference at all
+    assert lab.claims(sweep, ctt, no_control).rows[6].verdict == "inconclusive"
+    texts = [r.claim for r in lab.claims(_paired_sweep(0.1, 0.01), ctt, cost).rows]
+    assert texts == [r.claim for r in c.rows]  # no measured number in a claim: the same text under any seed
+    assert "CPU" in c.rows[3].claim and "GPU" in c.rows[-1].claim
+
+
+def test_torch_target_runs_the_paired_design_in_pytorch(small, one_thread):
+    t = lab.torch_target(small, 0.5, device="cpu", seeds=[0, 1], epochs=3, widths=(16, 16))
+    assert t.seeds == [0, 1] and t.cap == 3 and len(t.seconds_ratio()) == 2 and "PyTorch, cpu" in t.where
+    c = lab.claims(_paired_sweep(0.2, 0.05), lab.sweep_target(_paired_sweep(0.2, 0.05)), _cost([1.0] * 3, [0.5] * 3),
+                   gpu=t)
+    assert c.rows[-1].verdict != "not measurable" and "PyTorch, cpu" in c.rows[-1].measured
 
 
 def test_panel_experiment_runs_in_torch(one_thread):

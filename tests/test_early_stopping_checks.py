@@ -89,6 +89,33 @@ def test_the_reference_is_keras_3(case):
     assert checks.drive(reference.EarlyStopping, case) == keras_run(case)
 
 
+# NaN and infinities: a NaN is never an improvement (Keras 3 has no NaN rule of its own), -inf beats everything
+non_finite = st.lists(st.one_of(eighths, st.sampled_from([math.nan, math.inf, -math.inf])), min_size=1, max_size=12)
+non_finite_cases = st.builds(
+    lambda values, **kw: Case(tuple(values), **kw),
+    non_finite,
+    patience=st.integers(0, 4),
+    min_delta=st.sampled_from([0.0, 0.25]),
+    mode=st.sampled_from(["min", "max"]),
+    baseline=st.none() | eighths,
+    restore_best_weights=st.booleans(),
+)
+
+
+@settings(max_examples=400, deadline=None, derandomize=True, database=None)
+@given(non_finite_cases)
+def test_nan_and_infinities_follow_keras_3(case):
+    assert spec_run(case) == keras_run(case)
+    assert checks.drive(reference.EarlyStopping, case) == keras_run(case)
+
+
+def test_a_nan_does_not_stop_at_once():
+    case = Case((1.0, 0.5, math.nan, math.nan, 0.25), patience=2)
+    assert keras_run(case) == spec_run(case) == checks.drive(reference.EarlyStopping, case) == (3, 1.0)
+    never = Case((math.nan, math.nan, math.nan), patience=5)  # nothing ever improves: epoch 0's weights stay
+    assert keras_run(never) == spec_run(never) == checks.drive(reference.EarlyStopping, never) == (None, 0.0)
+
+
 def test_every_case_of_the_check_is_keras_3():
     cases = checks.cases()
     assert len(cases) > 400
@@ -254,7 +281,7 @@ def test_check_restored_epoch():
 
 def test_check_epochs_run_takes_the_answer_from_the_run():
     row = lab.PolicyResult("val_loss", 5, 0.0, epochs_run=14, stopped=True, best_epoch=8, test_acc_restored=0.6,
-                           test_acc_last=0.6, budget=60, compute_saved=1 - 14 / 60, acc_lost=0.0)
+                           test_acc_last=0.6, budget=60, full_test_acc=0.6)
     sweeps = lab.PatienceSweeps([row], [])
     assert checks.check_epochs_run(14, sweeps)
     assert "epochs count from 0" in checks.check_epochs_run(13, sweeps).message

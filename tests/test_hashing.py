@@ -288,31 +288,127 @@ def test_lazy_adam_moves_only_the_given_rows():
     assert np.all(p[[0, 2]] == 1.0) and np.allclose(p[[1, 3]], 0.9)
 
 
+def _run(method, fraction, acc, mults, seed=0):
+    return H.RunResult(method, fraction, acc, acc, 1.0, 1.0, H.MultFractions(*mults), None, torch.nn.Linear(1, 1),
+                       seed)
+
+
+DENSE = (1.0, 0.0, 0.0)
+LSH = (0.05, 0.03, 0.01)
+
+
+def _sweep(lsh_accs, dense_accs, random_accs=None, topk_accs=None):
+    """A hand-made sweep: one run per seed and method at 5% (LSH's multiplications: 5% + 3% + 1% = 9%)."""
+    seeds = list(range(10, 10 + len(lsh_accs)))
+    rows = [_run("dense", 1.0, a, DENSE, s) for s, a in zip(seeds, dense_accs)]
+    rows += [_run("lsh", 0.05, a, LSH, s) for s, a in zip(seeds, lsh_accs)]
+    rows += [_run("random", 0.05, a, (0.05, 0, 0), s) for s, a in zip(seeds, random_accs or [])]
+    rows += [_run("topk", 0.05, a, (0.05, 1.0, 0), s) for s, a in zip(seeds, topk_accs or [])]
+    return H.Sweep(rows, seeds)
+
+
+def test_sweep_pairs_runs_by_seed_and_gives_intervals():
+    sw = _sweep([0.40, 0.50, 0.30], [0.45, 0.56, 0.34])
+    sw.rows.reverse()  # rows out of seed order: runs() still returns them in the order of the seeds
+    assert [r.seed for r in sw.runs("lsh", 0.06)] == [10, 11, 12]  # the closest fraction: 5%
+    iv = sw.paired_gap(("dense", None), ("lsh", 0.05))
+    assert iv.n == 3 and iv.mean == pytest.approx(0.05)
+    # differences 0.05, 0.06, 0.04: sd 0.01, t(2, 0.975) = 4.303 -> half-width 4.303 * 0.01 / sqrt(3)
+    assert iv.half_width == pytest.approx(4.303 * 0.01 / math.sqrt(3), rel=1e-3)
+    assert sw.test_acc("dense").half_width > 5 * iv.half_width  # pairing cancels the spread the runs share
+    assert sw.first("lsh", 0.05).seed == 10 and sw.methods() == ["lsh", "dense"]
+    with pytest.raises(ValueError, match="no 'topk' run"):
+        sw.runs("topk")
+
+
+def test_results_table_gives_mean_and_half_width_per_configuration():
+    sw = _sweep([0.40, 0.50, 0.30], [0.45, 0.56, 0.34])
+    dense = next(ln for ln in H.results_table(sw).splitlines() if ln.startswith("dense"))
+    iv = H.mean_interval([0.45, 0.56, 0.34])
+    assert f"{iv.mean:.3f} ± {iv.half_width:.3f}" in dense and " 3 " in dense
+    line = H.results_table([_run("lsh", 0.05, 0.3, (0.05, 0.02, 0.01))]).splitlines()[2]
+    assert "8.0%" in line and "3.0%" in line and "±" not in line  # total, hashing = selection + rebuilds; 1 run
+
+
+def test_step_timing_ratios_are_taken_round_by_round():
+    t = H.StepTimings(dense=H.Timing([1.0, 2.0, 4.0], []), per_example=H.Timing([3.0, 4.0, 4.0], []),
+                      union=H.Timing([2.0, 2.0, 2.0], []))
+    r = t.ratio("per_example")
+    assert (r.median, r.low, r.high, r.n) == (2.0, 1.0, 3.0, 3)  # 3/1, 4/2, 4/4 (not a ratio of medians)
+    assert t.ratio("union").high == 2.0
+
+
 def test_plots_render():
     import matplotlib
     import matplotlib.pyplot as plt
+    from matplotlib.container import ErrorbarContainer
 
     matplotlib.use("Agg")
     rates = H.collision_rates(np.radians([30, 90]), n_pairs=20, K=3, L=4, seed=0)
     assert len(plots.plot_collisions(rates).axes) == 2
-    run, dense = _run("lsh", 0.05, 0.3, (0.05, 0.02, 0.01)), _run("dense", 1.0, 0.5, (1.0, 0.0, 0.0))
-    assert len(plots.plot_sweep([dense, run]).axes) == 2
+    fig = plots.plot_sweep(_sweep([0.3, 0.32], [0.5, 0.52], [0.2, 0.22]))
+    assert len(fig.axes) == 2
+    assert len([c for c in fig.axes[0].containers if isinstance(c, ErrorbarContainer)]) == 2  # lsh and random
+    assert "2 seeds" in fig.axes[0].get_title()
     plt.close("all")
-    line = H.results_table([run]).splitlines()[2]
-    assert "8.0%" in line and "3.0%" in line  # total, and hashing = selection + rebuilds
 
 
-def _run(method, fraction, acc, mults):
-    return H.RunResult(method, fraction, acc, acc, 1.0, 1.0, H.MultFractions(*mults), None, torch.nn.Linear(1, 1))
+def _claims(sw, overlaps=(0.3, 0.32, 0.31), ratios=(4.0, 5.0, 6.0), scratch=(0.4, 0.42), unions=None):
+    dense = H.Timing([1.0] * len(ratios), [])
+    timings = H.StepTimings(dense=dense, per_example=H.Timing(list(ratios), []), union=H.Timing(list(ratios), []))
+    runs = [H.ScratchRun("lsh", 0.05, 50, [0.3], o, 0.05, 1.0) for o in scratch]
+    return H.claims(sw, [H.Overlap(o, 0.05, 0.6) for o in overlaps], timings, scratch=runs, unions=unions)
 
 
-def test_claims_table_reads_the_runs():
-    rows = [_run("dense", 1.0, 0.5, (1.0, 0.0, 0.0)), _run("lsh", 0.05, 0.495, (0.05, 0.03, 0.01)),
-            _run("random", 0.05, 0.3, (0.05, 0.0, 0.0))]
-    t = H.Timing(times=[0.002], warmup_times=[], device="cpu")
-    timings = H.StepTimings(dense=t, per_example=H.Timing(times=[0.001], warmup_times=[], device="cpu"), union=t)
-    scratch = H.ScratchRun("lsh", 0.05, 50, [0.3, 0.35], 0.4, 0.05, 1.0)
-    c = H.claims(rows, H.Overlap(0.3, 0.05, 0.6), timings, scratch)
-    holds = [r.holds for r in c.rows]
-    assert holds == [True, True, True, True, True, True, None]
-    assert "9.0% of dense" in c.rows[0].measured and "0.5 points lost" in c.rows[1].measured
+def _verdict(c, start):
+    (row,) = [r for r in c.rows if r.claim.startswith(start)]
+    return row.verdict
+
+
+def _unions(*f32):
+    return [H.UnionSizes(0.05, (1, 32), (0.05, f)) for f in f32]
+
+
+def test_claims_have_three_valued_verdicts_from_intervals():
+    sw = _sweep([0.495, 0.50, 0.49], [0.50, 0.505, 0.495], [0.30, 0.31, 0.29], [0.50, 0.50, 0.49])
+    c = _claims(sw, unions=(_unions(0.70, 0.72, 0.71), _unions(0.80, 0.81, 0.80)))
+    assert _verdict(c, "LSH needs ~5%") == "holds"
+    assert "9.0% of dense (a count: the same in all 3 runs)" in c.rows[0].measured
+    assert _verdict(c, "…without any loss") == "holds"  # dense - LSH = 0.5 points in every pair
+    assert "+0.5 ± 0.0 points (95% CI, 3 paired runs)" in c.rows[1].measured
+    assert _verdict(c, "LSH picks better units") == "holds"
+    assert _verdict(c, "Control: at the same fraction") == "inconclusive"  # top-k - LSH: +0.5, 0, 0 points
+    assert _verdict(c, "Hashing finds") == "holds" and _verdict(c, "…and so does the from-scratch") == "holds"
+    assert _verdict(c, "Similar inputs share buckets") == "holds"
+    assert _verdict(c, "Fewer multiplications make training faster") == "does not hold"  # 4x to 6x dense
+    assert c.rows[-1].verdict == "not measurable"
+
+    # a gap whose interval straddles 1 point is inconclusive, one wholly above it does not hold
+    assert _verdict(_claims(_sweep([0.49, 0.50, 0.47], [0.50, 0.50, 0.50])), "…without any loss") == "inconclusive"
+    assert _verdict(_claims(_sweep([0.30, 0.31, 0.29], [0.50, 0.50, 0.50])), "…without any loss") == "does not hold"
+    # a timing range that includes 1 (LSH as fast as dense in some rounds) is inconclusive
+    assert _verdict(_claims(sw, ratios=(0.8, 1.5, 2.0)), "Fewer multiplications") == "inconclusive"
+    assert _verdict(_claims(sw, ratios=(0.5, 0.6, 0.9)), "Fewer multiplications") == "holds"
+    # an overlap interval across 2 x chance (10%) is inconclusive
+    assert _verdict(_claims(sw, overlaps=(0.05, 0.15, 0.10)), "Hashing finds") == "inconclusive"
+    # the claim texts carry no measured number: the same rows under every seed
+    other = _claims(_sweep([0.2, 0.3], [0.4, 0.5], [0.1, 0.1], [0.4, 0.4]), overlaps=(0.2, 0.3), ratios=(2, 3),
+                    unions=(_unions(0.5, 0.6), _unions(0.7, 0.8)))
+    assert [r.claim for r in c.rows] == [r.claim for r in other.rows]
+
+
+def test_fraction_sweep_runs_every_method_once_per_seed():
+    data = load("mnist1d", seed=0).subset_train(256)
+    kw = dict(data=data, width=100, epochs=1, batch_size=64)
+    sw = H.fraction_sweep((0.05, 0.25), ("lsh", "random"), seeds=[3, 4], extra=(("topk", 0.05),), **kw)
+    assert sw.seeds == [3, 4] and len(sw.rows) == 2 * (1 + 2 * 2 + 1)
+    assert [r.seed for r in sw.runs("random", 0.25)] == [3, 4] and sw.fractions("lsh") == [0.05, 0.25]
+    a, b = sw.runs("lsh", 0.05)
+    assert a.history.train_loss != b.history.train_loss  # two seeds: two different runs
+    assert H.run_one("lsh", 0.05, seed=3, **kw).history.train_loss == a.history.train_loss  # a seed: the same run
+    assert H.run_seeds(3) == H.run_seeds(3) and len(set(H.run_seeds(3))) == 3
+    with pytest.raises(ValueError, match="distinct"):
+        H.fraction_sweep((0.05,), ("lsh",), seeds=[1, 1], data=data)
+    assert "2 models" in H.union_table({"LSH": [H.union_fractions(r.model, data.x_val, (1, 8)) for r in (a, b)]})
+    table = H.pool_table([a.model, b.model], data.x_val, pool_dims=(2, 8))
+    assert len(table.splitlines()) == 3 and "2 models" in table

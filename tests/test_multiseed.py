@@ -39,11 +39,20 @@ def test_dropout_runs_differ_per_seed_and_train(small, one_thread):
     assert len(set(finals)) > 1 and min(finals) > 0.15  # trained (chance is 0.1), and not three copies
 
 
-@pytest.mark.parametrize("seeds, match", [([], "one or more"), ([1, 1], "distinct"), ([0.5], "whole numbers"),
-                                          ([True], "whole numbers")])
+@pytest.mark.parametrize("seeds, match", [([], "one or more"), ([1, 1], "distinct"), ([0.5], r"seeds\[0\]=0.5"),
+                                          ([True], r"seeds\[0\]=True"), ([3, -1], r"seeds\[1\]=-1"),
+                                          (5, "list of run seeds")])
 def test_bad_seeds_are_refused(small, seeds, match):
     with pytest.raises(ValueError, match=match):
         fit_seeds(lambda: mlp(40, [8], 10), small, seeds, epochs=1)
+
+
+@pytest.mark.parametrize("kwargs, match", [({"epochs": 0}, "epochs=0"), ({"lr": float("nan")}, "lr=nan"),
+                                           ({"batch_size": 2.5}, "batch_size=2.5"), ({"build": 3}, "build=3")])
+def test_bad_training_arguments_are_named_like_fit(small, kwargs, match):
+    args = {"build": lambda: mlp(40, [8], 10), **kwargs}
+    with pytest.raises(ValueError, match=match):
+        fit_seeds(args.pop("build"), small, [1, 2], **args)
 
 
 def test_batch_norm_is_refused_with_the_fix(small):
@@ -52,3 +61,17 @@ def test_batch_norm_is_refused_with_the_fix(small):
 
     with pytest.raises(ValueError, match="BatchNorm1d.*lessons_lib.training.fit"):
         fit_seeds(build, small, [0, 1], epochs=1)
+
+
+def test_train_stacked_epoch_needs_one_loader_per_model():
+    from lessons_lib.multiseed import StackedMLP, train_stacked_epoch
+
+    net = StackedMLP([mlp(4, [3], 2), mlp(4, [3], 2)])
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    batch = [(torch.randn(5, 4), torch.randint(0, 2, (5,)))]
+    with pytest.raises(ValueError, match="got 1 for 2 stacked models"):
+        train_stacked_epoch(net, opt, [batch])
+    with pytest.raises(ValueError, match="empty loaders"):
+        train_stacked_epoch(net, opt, [[], []])
+    ep = train_stacked_epoch(net, opt, [batch, batch])
+    assert ep.steps == 1 and ep.seen == 5 and ep.loss.shape == ep.acc.shape == (2,)

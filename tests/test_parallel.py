@@ -19,6 +19,7 @@ from lessons_lib.callbacks import Callback
 from lessons_lib.data import load
 from lessons_lib.parallel import lab as par
 from lessons_lib.parallel import reference
+from lessons_lib.validate import BadArgument
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.device_count() >= 2 else [])  # NCCL needs a GPU per process
 SMALL = par.RunConfig(processes=2, epochs=1, width=200, seed=0)
@@ -83,9 +84,9 @@ def test_sparse_sgd_step_changes_only_touched_rows(data):
 
 
 def test_model_rejects_bad_input():
-    with pytest.raises(ValueError, match="update must be"):
+    with pytest.raises(BadArgument, match="update='half': must be one of"):
         par.UnitMajorNet(4, 8, 2, update="half")
-    with pytest.raises(ValueError, match=r"expects \(batch, 4\)"):
+    with pytest.raises(BadArgument, match=r"expects a non-empty \(batch, 4\)"):
         par.UnitMajorNet(4, 8, 2)(torch.zeros(3, 5))
 
 
@@ -103,7 +104,7 @@ def test_attach_parameters_shares_storage_and_checks_shapes():
 
 # --- bad input ------------------------------------------------------------------------------------
 def test_config_validation():
-    with pytest.raises(ValueError, match="mode must be"):
+    with pytest.raises(BadArgument, match="mode='async': must be one of"):
         replace(SMALL, mode="async").validate()
     with pytest.raises(ValueError, match="batch_size >= processes"):
         replace(SMALL, batch_size=1).validate()
@@ -117,7 +118,7 @@ def test_config_validation():
         replace(SMALL, device="mps", processes=1).validate()
     with pytest.raises(ValueError, match="timeout_s"):
         replace(SMALL, timeout_s=0).validate()
-    with pytest.raises(ValueError, match="processes must be"):
+    with pytest.raises(BadArgument, match=r"processes=0: must be a whole number in \[1, 64\]"):
         replace(SMALL, processes=0).validate()
     with pytest.raises(ValueError, match="dense updates"):
         replace(SMALL, mode="manual", update="sparse").validate()
@@ -146,6 +147,10 @@ def test_ddp_equals_one_process_on_the_whole_batch(device):
     assert [r.steps for r in two.ranks] == [steps, steps]
     assert [r.examples for r in two.ranks] == [steps * 16, steps * 16]  # each rank computes half of each batch
     assert two.sync_bytes_per_step == dense_bytes(40, 200, 10)
+    # the real buckets, as DDP's communication hook received them, and DDP's own cap (default bucket_cap_mb = 25)
+    assert two.bucket_bytes == [dense_bytes(40, 200, 10)] and two.bucket_cap_bytes == 25 * 2**20
+    r0 = one.ranks[0]  # its CPU time while computing, for the busy-machine control of the speed-up claims
+    assert 0 < r0.cpu_seconds and r0.loop_seconds >= r0.train_seconds and r0.cpu_share > 0.2
     assert 0 < two.ranks[0].comm_seconds < two.ranks[0].train_seconds
 
 
@@ -176,6 +181,7 @@ def test_ddp_sparse_syncs_fewer_bytes():
     assert r.sync_bytes_per_step < dense_bytes(40, 1000, 10)
     # per rank and step: what the hook counted is the sparse gradient of the units that rank touched
     assert r.sync_bytes_per_step >= sparse_bytes(40, 50, 10)
+    assert 0 < sum(r.bucket_bytes) < dense_bytes(40, 1000, 10)  # the last step's sparse buckets
 
 
 def test_hogwild_writes_into_shared_parameters_and_independent_does_not(data):
@@ -329,49 +335,141 @@ def test_torchrun_runs_the_same_script():
     assert "test accuracy" in out.stdout
 
 
-def test_claims_and_table_from_fake_runs():
-    """The claims read the right runs (checked on hand-made results, no processes)."""
+def _fake(mode, update, n, batch, examples_per_s, comm, acc, units=1000, kb=204.0, val_loss=1.0, seeds=None,
+          buckets=(204_040,), cpu_share=1.0):
+    """A hand-made sweep result: one run per round; ``examples_per_s``, ``comm`` (seconds of 1 s training) and
+    ``acc`` are numbers (one run) or lists (one per round)."""
     from lessons_lib.training import History
 
-    def fake(mode, update, n, batch, examples_per_s, comm, acc, units=1000, kb=204.0, val_loss=1.0, buckets=1):
+    rounds = max(len(v) if isinstance(v, list) else 1 for v in (examples_per_s, comm, acc))
+    at = lambda v, i: v[i] if isinstance(v, list) else v  # noqa: E731
+    runs = []
+    for i in range(rounds):
         h = History()
-        h.append({"epoch": 0, "train_loss": 1, "train_acc": 0.5, "val_loss": val_loss, "val_acc": acc, "seconds": 1,
-                  "samples_per_s": 1, "step_seconds": 1})
-        cfg = par.RunConfig(mode=mode, update=update, processes=n, batch_size=batch)
-        ranks = [reference.RankStats(i, steps=100, examples=int(examples_per_s / n), train_seconds=1.0,
-                                     comm_seconds=comm, sync_bytes=int(kb * 1e3 * 100), collectives=100 * buckets,
-                                     units=units * 100) for i in range(n)]
-        return par.ParallelResult(cfg, h, ranks, test_acc=acc)
+        h.append({"epoch": 0, "train_loss": 1, "train_acc": 0.5, "val_loss": val_loss, "val_acc": at(acc, i),
+                  "seconds": 1, "samples_per_s": 1, "step_seconds": 1})
+        cfg = par.RunConfig(mode=mode, update=update, processes=n, batch_size=batch,
+                            seed=(seeds or list(range(rounds)))[i])
+        ranks = [par.DdpStats(j, steps=100, examples=int(at(examples_per_s, i) / n), train_seconds=1.0,
+                              comm_seconds=at(comm, i), sync_bytes=int(kb * 1e3 * 100), collectives=100 * len(buckets),
+                              units=units * 100, bucket_bytes=list(buckets), bucket_cap_bytes=25 * 2**20,
+                              loop_seconds=1.0, cpu_seconds=cpu_share * (1.0 - at(comm, i)))
+                 for j in range(n)]
+        runs.append(par.ParallelResult(cfg, h, ranks, test_acc=at(acc, i)))
+    runs[0].repeats = runs if rounds > 1 else []
+    return runs[0]
 
-    ddp = [fake("ddp", "dense", 1, 64, 100, 0.1, 0.5), fake("ddp", "dense", 2, 64, 80, 0.5, 0.5),
-           fake("ddp", "dense", 1, 512, 100, 0.05, 0.4), fake("ddp", "dense", 2, 512, 150, 0.2, 0.4),
-           fake("ddp", "dense", 2, 16, 50, 0.5, 0.4), fake("ddp", "sparse", 2, 16, 20, 0.8, 0.3, units=300, kb=70)]
-    hog = [fake("hogwild", "dense", 1, 1, 100, 0, 0.4), fake("hogwild", "dense", 2, 1, 150, 0, 0.4),
-           fake("hogwild", "sparse", 1, 1, 50, 0, 0.25), fake("hogwild", "sparse", 2, 1, 95, 0, 0.25),
-           fake("independent", "dense", 2, 1, 190, 0, 0.3)]
-    assert par.speedup(ddp, "ddp", "dense", 2, 64) == pytest.approx(0.8)
-    assert par.speedup(hog, "independent", "dense", 2) == pytest.approx(1.9)
-    c = par.claims(ddp, hog, fake("manual", "dense", 2, 64, 70, 0.6, 0.5, val_loss=1.00002))
-    off = par.claims(ddp, hog, fake("manual", "dense", 2, 64, 70, 0.6, 0.5, val_loss=1.01))
 
-    def verdicts(start, table=c):
-        (row,) = [r for r in table.rows if r.claim.startswith(start)]
-        return row.holds
+def _row(c, start):
+    (row,) = [r for r in c.rows if r.claim.startswith(start)]
+    return row
 
-    assert verdicts("Averaging the gradients by hand") is True
-    assert verdicts("Averaging the gradients by hand", off) is False
-    assert "1 bucket" in [r for r in c.rows if r.claim.startswith("Averaging")][0].measured
+
+def test_claims_and_table_from_fake_runs():
+    """The claims read the right runs and give three-valued verdicts from medians and ranges (timings, per round)
+    and from paired intervals (accuracies, per seed): checked on hand-made results, no processes."""
+    ddp = [_fake("ddp", "dense", 1, 64, [100, 100, 100], 0.1, 0.5),
+           _fake("ddp", "dense", 2, 64, [80, 120, 90], [0.5, 0.4, 0.6], 0.5),
+           _fake("ddp", "dense", 1, 512, [100, 100, 100], 0.05, 0.4),
+           _fake("ddp", "dense", 2, 512, [150, 160, 140], [0.2, 0.1, 0.3], 0.4),
+           _fake("ddp", "dense", 2, 16, 50, [0.5, 0.5, 0.5], 0.4),
+           _fake("ddp", "sparse", 2, 16, 20, [0.8, 0.4, 0.9], 0.3, units=300, kb=70)]
+    hog = [_fake("hogwild", "dense", 1, 1, [100, 100, 100], 0, [0.40, 0.42, 0.38]),
+           _fake("hogwild", "dense", 2, 1, [140, 150, 130], 0, [0.395, 0.42, 0.375]),
+           _fake("hogwild", "sparse", 1, 1, [50, 50, 50], 0, [0.25, 0.26, 0.24]),
+           _fake("hogwild", "sparse", 2, 1, [95, 96, 97], 0, [0.15, 0.16, 0.14]),
+           _fake("independent", "dense", 2, 1, [190, 190, 190], 0, [0.30, 0.31, 0.29])]
+    sp = par.speedup(ddp, "ddp", "dense", 2, 64)
+    assert (sp.median, sp.low, sp.high, sp.n) == pytest.approx((0.9, 0.8, 1.2, 3))  # per round: .8, 1.2, .9
+    assert par.speedup(hog, "independent", "dense", 2).median == pytest.approx(1.9)
+    c = par.claims(ddp, hog, _fake("manual", "dense", 2, 64, 70, 0.6, 0.5, val_loss=1.00002))
+    off = par.claims(ddp, hog, _fake("manual", "dense", 2, 64, 70, 0.6, 0.5, val_loss=1.01))
+    verdict = lambda start, table=c: _row(table, start).verdict  # noqa: E731
+
+    assert verdict("Averaging the gradients by hand") == "holds"
+    assert verdict("Averaging the gradients by hand", off) == "does not hold"
+    assert "DDP 1 bucket of 204.0 KB per step (its cap: 25.0 MB)" in _row(c, "Averaging").measured
+    other_seed = _fake("manual", "dense", 2, 64, 70, 0.6, 0.5, seeds=[99])
+    assert _row(par.claims(ddp, hog, other_seed), "Averaging").verdict == "not measurable"
     assert not [r for r in par.claims(ddp, hog).rows if r.claim.startswith("Averaging")]
 
-    assert verdicts("Synchronizing gradients is costly") is True  # 50% of the time
-    assert verdicts("DDP trains faster with 2 processes than with 1") is False  # 0.8x at batch 64
-    assert verdicts("Lock-free asynchronous (Hogwild) sparse updates: near-linear speed-up") is True  # 1.9x
-    assert verdicts("Lock-free asynchronous (Hogwild) dense updates: near-linear speed-up") is False  # 1.5x
-    assert verdicts("Sparse updates scale better than dense ones") is True
-    assert verdicts("…and so the time spent synchronizing") is False  # 0.8 s sparse vs 0.5 s dense
-    assert "mode" in par.results_table(ddp).splitlines()[0]
+    assert verdict("Synchronizing gradients is costly") == "holds"  # 40-60% of the time, every round
+    assert "50% (range 40–60%, 3 repeats)" in _row(c, "Synchronizing").measured
+    assert verdict("More compute per step") == "holds"  # 30 points less in every round
+    assert verdict("DDP trains faster with 2 processes than with 1 (global batch 64)") == "inconclusive"
+    assert verdict("DDP trains faster with 2 processes than with 1 (global batch 512)") == "holds"  # 1.4x-1.6x
+    assert verdict("Sparse updates shrink") == "holds" and "2.9× (range" in _row(c, "Sparse updates shrink").measured
+    assert verdict("…and so the time spent synchronizing") == "inconclusive"  # 1.6x, 0.8x, 1.8x dense
+    assert verdict("Lock-free asynchronous (Hogwild) sparse updates: near-linear") == "holds"  # 1.9x every round
+    assert verdict("Lock-free asynchronous (Hogwild) dense updates: near-linear") == "does not hold"  # 1.3-1.5x
+    assert verdict("Sparse updates scale better") == "holds"  # paired t-interval above 0
+    # per round (each rank counts int(examples / 2)): sparse 1.88, 1.92, 1.92 vs dense 1.4, 1.5, 1.3: differences
+    # .48, .42, .62, mean .507, sd .103, half-width t(2) 4.303 × .103 / √3 = .255
+    assert "+0.51 ± 0.25 (95% CI, 3 rounds paired by seed)" in _row(c, "Sparse updates scale better").measured
+    assert verdict("Lock-free dense updates do not hurt accuracy") == "holds"  # -0.5, 0, -0.5 points
+    assert verdict("Lock-free sparse updates do not hurt accuracy") == "does not hold"  # -10 points, every seed
+    assert "-10.0 ± 0.0 points (95% CI, 3 paired runs)" in _row(c, "Lock-free sparse").measured
+    assert verdict("Sharing the parameters") == "holds"  # +9.5, +11, +8.5 points
+    # noise that straddles the criterion is inconclusive, never a verdict a reseed could flip
+    hog_noisy = hog[:3] + [_fake("hogwild", "sparse", 2, 1, [60, 96, 45], 0, [0.25, 0.15, 0.30])] + hog[4:]
+    noisy = par.claims(ddp, hog_noisy)
+    assert _row(noisy, "Sparse updates scale better").verdict == "inconclusive"
+    assert _row(noisy, "Lock-free sparse updates do not hurt").verdict == "inconclusive"
+    # the control of a DDP speed-up: the 1-process run must have had its core to itself, else a busy machine gave
+    # the N processes a larger share of the cores than the one and the ratio says nothing about DDP
+    starved = par.claims([*ddp[:2], _fake("ddp", "dense", 1, 512, [100] * 3, 0.05, 0.4, cpu_share=0.5), *ddp[3:]], hog)
+    assert _row(starved, "DDP trains faster with 2 processes than with 1 (global batch 512)").verdict == \
+        "not measurable"
+    assert "of the 1-process run had only 50% of a core" in _row(
+        starved, "DDP trains faster with 2 processes than with 1 (global batch 512)").measured
+    # ... and so must the N processes: starved ones would deflate it
+    starved_n = par.claims([*ddp[:3], _fake("ddp", "dense", 2, 512, [150, 160, 140], 0.2, 0.4, cpu_share=0.6),
+                            *ddp[4:]], hog)
+    row = _row(starved_n, "DDP trains faster with 2 processes than with 1 (global batch 512)")
+    assert row.verdict == "not measurable" and "of the 2-process run had only 60% of a core" in row.measured
+    assert _row(starved_n, "DDP trains faster with 2 processes than with 1 (global batch 64)").verdict == \
+        "inconclusive"
+    assert _row(starved, "DDP trains faster with 2 processes than with 1 (global batch 64)").verdict == "inconclusive"
+    # the control: when independent processes (sharing nothing) fall short of near-linear, the machine's cores were
+    # busy and Hogwild's speed-up cannot be judged; when they straddle the criterion, a short Hogwild is inconclusive
+    busy = par.claims(ddp, hog[:4] + [_fake("independent", "dense", 2, 1, [120, 130, 125], 0, 0.3)])
+    assert _row(busy, "Lock-free asynchronous (Hogwild) dense").verdict == "not measurable"
+    assert "too busy" in _row(busy, "Lock-free asynchronous (Hogwild) dense").measured
+    half = par.claims(ddp, hog[:4] + [_fake("independent", "dense", 2, 1, [150, 180, 190], 0, 0.3)])
+    assert _row(half, "Lock-free asynchronous (Hogwild) dense").verdict == "inconclusive"
+    assert _row(half, "Lock-free asynchronous (Hogwild) sparse").verdict == "holds"
+    # the claim texts carry no measured number: the same rows under every seed
+    assert [r.claim for r in noisy.rows] == [r.claim for r in par.claims(ddp, hog).rows]
+
+    table = par.results_table(ddp)
+    assert "mode" in table.splitlines()[0] and "median over the runs" in table.splitlines()[-1]
+    line = next(ln for ln in table.splitlines() if " 64 " in ln and " 2 " in ln.split("64")[0])
+    assert "90" in line and "80–120" in line  # examples/s: median and range over the rounds
     with pytest.raises(KeyError, match="no run"):
         par.pick(ddp, "hogwild", "dense", 3)
+
+
+def test_sweep_interleaves_rounds_with_their_seeds(monkeypatch):
+    launched = []
+
+    def fake_launch(cfg, **kw):
+        launched.append((cfg.batch_size, cfg.seed))
+        return _fake(cfg.mode, cfg.update, cfg.processes, cfg.batch_size, 100 + cfg.seed, 0.1, 0.5, seeds=[cfg.seed])
+
+    monkeypatch.setattr(par, "launch", fake_launch)
+    seeds = par.repeat_seeds(3, seed=7)
+    assert seeds[0] == 7 and len(set(seeds)) == 3 and par.repeat_seeds(3, seed=7) == seeds
+    assert par.repeat_seeds(1, seed=7) == [7] and par.repeat_seeds(3, seed=8) != seeds
+    a, b = (replace(SMALL, batch_size=8), replace(SMALL, batch_size=16))
+    rows = par.sweep([a, b], repeats=3, seeds=seeds, progress=False)
+    assert launched == [(8, s) if i % 2 == 0 else (16, s) for s in seeds for i in (0, 1)]  # round by round
+    assert [r.config.seed for r in rows[0].runs] == seeds and rows[1].runs[0] is rows[1]
+    assert par.spread(rows[0], lambda r: r.throughput).n == 3
+    with pytest.raises(ValueError, match="one seed per round"):
+        par.sweep([a], repeats=2, seeds=[1])
+    launched.clear()
+    (same,) = par.sweep([a], repeats=2, progress=False)  # no seeds: timing repeats of the config's own seed
+    assert launched == [(8, SMALL.seed)] * 2 and len(same.runs) == 2
 
 
 def test_hogwild_history_reports_the_summed_speed():
@@ -380,3 +478,29 @@ def test_hogwild_history_reports_the_summed_speed():
         per_rank = [x.epoch_rates[e] for x in r.ranks]
         assert r.history.samples_per_s[e] == pytest.approx(sum(per_rank))
         assert r.history.samples_per_s[e] > max(per_rank)
+
+
+def test_plot_shows_spread_and_bytes_only_for_runs_that_send_them():
+    import matplotlib
+    import matplotlib.pyplot as plt
+    from matplotlib.container import ErrorbarContainer
+
+    from lessons_lib.parallel import plots
+
+    matplotlib.use("Agg")
+    hog = [_fake("hogwild", "dense", 1, 1, [100, 110], 0, 0.4), _fake("hogwild", "sparse", 2, 1, [95, 90], 0, 0.3,
+                                                                      kb=11.04),
+           _fake("independent", "dense", 2, 1, [190, 180], 0, 0.3, kb=0)]
+    fig = plots.plot_scaling(hog)
+    ax, bx = fig.axes
+    assert any(isinstance(c, ErrorbarContainer) for c in ax.containers)  # the range over the 2 runs
+    assert "median of 2 runs" in ax.get_title()
+    assert [t.get_text() for t in bx.get_xticklabels()] == ["hogwild\nsparse\n2p, b1"]  # not 1p, not independent
+    assert "written into the\nshared parameters" in bx.get_title()
+    assert any("independent: nothing shared" in t.get_text() for t in bx.texts)
+    ddp = [_fake("ddp", "dense", 1, 64, 100, 0.1, 0.5), _fake("ddp", "dense", 2, 16, 50, 0.5, 0.4),
+           _fake("ddp", "sparse", 2, 16, 20, 0.8, 0.3, kb=70)]
+    bx = plots.plot_scaling(ddp).axes[1]
+    assert len(bx.get_xticklabels()) == 2 and "all-reduced" in bx.get_title()
+    assert [plots.sends_bytes(r) for r in ddp] == [False, True, True]
+    plt.close("all")

@@ -5,8 +5,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from lessons_lib.callbacks import StopAfterSteps
+from lessons_lib.data import load
 from lessons_lib.models import count_parameters
 from lessons_lib.residual import lab as rs
+from lessons_lib.residual import runs as rs_runs
 from lessons_lib.residual.reference import (
     BasicBlock,
     PadShortcut,
@@ -105,17 +107,17 @@ def test_bad_blocks_are_clear_errors():
         BasicBlock(16, 32, shortcut="identity")
     with pytest.raises(ValueError, match="shapes differ"):
         BasicBlock(16, 16, stride=2, shortcut="identity")
-    with pytest.raises(ValueError, match="unknown shortcut"):
+    with pytest.raises(ValueError, match="shortcut='none': must be one of"):
         BasicBlock(16, 16, shortcut="none")
     with pytest.raises(ValueError, match="can only add channels"):
         BasicBlock(32, 16, shortcut="pad")
-    with pytest.raises(ValueError, match=">= 1"):
+    with pytest.raises(ValueError, match=r"in_planes=0: must be a whole number in \[1"):
         BasicBlock(0, 16)
-    with pytest.raises(ValueError, match="n_blocks must be >= 0"):
+    with pytest.raises(ValueError, match=r"n_blocks=-1: must be a whole number in \[0, 2000\]"):
         deep_mlp(4, 8, -1, 2)
-    with pytest.raises(ValueError, match="d_in, d_out >= 1"):
+    with pytest.raises(ValueError, match=r"d_in=0: must be a whole number"):
         ResidualBlock(0)
-    with pytest.raises(ValueError, match="dead_block must be in"):
+    with pytest.raises(ValueError, match=r"dead_block=.: must be a whole number in \[0, 1\]"):
         rs.dead_layer_experiment(n_blocks=2, dead_block=2)
 
 
@@ -174,44 +176,144 @@ def test_dead_layer_blocks_the_plain_gradient_but_not_the_residual_one(seed):
     assert d.plain[-1] > 0 and d.residual[-1] > 0 and d.residual[d.dead_layer] > 0
 
 
+def test_dead_layer_experiment_names_the_dead_layer_gradient():
+    d = rs.dead_layer_experiment(n_blocks=4, seed=0)
+    assert d.plain[d.dead_layer] == 0.0 and d.residual[d.dead_layer] > 0  # dead in plain, alive with the skip
+
+
+def test_dead_layer_stays_dead_in_the_plain_net_and_revives_with_the_skip(one_thread):
+    dt = rs.dead_layer_training(n_blocks=2, epochs=2, n_seeds=2, seed=0, width=16)
+    assert dt.weight_norm["plain"].shape == (2, 3) and dt.dead_block == 1
+    assert np.all(dt.weight_norm["plain"] == 0.0)  # exactly zero, every run, every epoch
+    assert np.all(dt.weight_norm["residual"][:, 0] == 0.0) and np.all(dt.weight_norm["residual"][:, -1] > 0.05)
+    assert all(a < 0.2 for a in dt.val_acc("plain"))  # one prediction for every image: about chance
+    assert all(r > p + 0.3 for r, p in zip(dt.val_acc("residual"), dt.val_acc("plain")))
+    with pytest.raises(ValueError, match=r"dead_block=.: must be a whole number in \[0, 1\]"):
+        rs.dead_layer_training(n_blocks=2, dead_block=5)
+
+
+def test_flat_plain_and_he_init():
+    torch.manual_seed(0)
+    deep = deep_mlp(10, 8, 2, 3, residual=False)
+    flat = rs.flat_plain(deep)
+    x = torch.randn(5, 10)
+    assert torch.equal(flat(x), deep(x)) and len(rs.reference.weight_layers(flat)) == 6
+    assert flat[2] is deep[2].layer1  # shared, not copied: training one trains the other
+    with pytest.raises(ValueError, match="plain deep_mlp"):
+        rs.flat_plain(deep_mlp(10, 8, 2, 3))
+    torch.manual_seed(0)
+    he = rs.he_init(rs.flat_plain(deep_mlp(256, 512, 2, 3, residual=False)))
+    lin = [m for m in he if isinstance(m, nn.Linear)]
+    assert abs(float(lin[1].weight.detach().std()) - (2 / 512) ** 0.5) < 0.05 * (2 / 512) ** 0.5
+    assert all(float(m.bias.detach().abs().max()) == 0 for m in lin[:-1])
+    assert float(lin[-1].bias.detach().abs().max()) > 0  # the output layer keeps PyTorch's init
+    with pytest.raises(ValueError, match="treatment='resnet': must be one of"):
+        rs_runs.build("resnet", None, 2, 8)
+    with pytest.raises(ValueError, match="init='xavier': must be one of"):
+        rs.experiment(init="xavier")
+
+
+def test_stacked_plain_runs_equal_one_fit_per_seed(one_thread):
+    """The paired design rests on this: run i of a plain net (all seeds stacked) is what fit trains for seed i."""
+    data = load("digits", seed=0)
+    kw = dict(n_blocks=2, width=16, lr=0.05, epochs=2)
+    stacked = rs_runs.train_runs("plain_he", data, [3, 4], **kw)
+    looped = rs_runs.train_runs("plain_he", data, [3, 4], callbacks=[StopAfterSteps(10**6)], **kw)
+    for a, b in zip(stacked, looped):
+        assert np.allclose(a.train_loss, b.train_loss, rtol=1e-4) and np.allclose(a.val_acc, b.val_acc, atol=1e-6)
+        assert np.allclose(a.config["norms_init"], b.config["norms_init"])
+        assert np.allclose(a.config["norms_final"], b.config["norms_final"], rtol=1e-3)
+
+
 def test_depth_sweep_residual_trains_deep_plain_does_not(one_thread):
-    sw = rs.depth_sweep((8,), epochs=3, seed=0)
-    acc_plain, acc_res = sw.final_acc(False)[0], sw.final_acc(True)[0]
-    assert acc_res > 0.6 and acc_plain < 0.3
-    g_plain, g_res = sw.recorder(False).at_init, sw.recorder(True).at_init
-    assert g_res[0] / g_res[-1] > 1e3 * g_plain[0] / g_plain[-1]
-    rows = sw.rows()
-    assert len(rows) == 2 and rows[0].linear_layers == 18 and rows[1].residual
+    sw = rs.depth_sweep((1, 8), epochs=3, n_seeds=2, seed=0)
+    assert sw.deepest == 8 and len(sw.seeds) == 2
+    for r, p in zip(sw.final("val_acc", "residual", 8), sw.final("val_acc", "plain", 8)):
+        assert r > 0.6 and p < 0.3
+    assert all(v < -3 for v in sw.log_ratio("plain", 8)) and all(v > -1 for v in sw.log_ratio("residual", 8))
+    assert all(v > -1 for v in sw.log_ratio("plain_he", 8))  # He init: no vanishing gradient at init
+    assert sw.norms("residual", 8).shape == (2, 18) and sw.norms("plain_he", 8, "final").shape == (2, 18)
+    with pytest.raises(ValueError, match="when must be"):
+        sw.norms("plain", 8, "later")
+    deg = rs.degradation(sw, lrs=(0.02,))
+    assert deg.lrs == [0.02, 0.05] and deg.histories[(8, 0.05)] is sw.histories[("plain_he", 8)]
+    assert deg.best_lr(8) in deg.lrs and deg.best(8) == deg.train_loss(8, deg.best_lr(8))
+    assert all(d > s for d, s in zip(deg.best(8), deg.best(1)))  # deeper plain trains worse, even at its best lr
+
+
+def test_degradation_picks_each_depths_best_learning_rate():
+    hist = {(1, 0.01): [_hist([0.9], loss=0.5)] * 2, (1, 0.05): [_hist([0.9], loss=0.1)] * 2,
+            (4, 0.01): [_hist([0.5], loss=1.0)] * 2, (4, 0.05): [_hist([0.1], loss=float("nan"))] * 2}
+    deg = rs.Degradation(1, 4, [0.01, 0.05], hist)
+    assert deg.best_lr(1) == 0.05 and deg.best_lr(4) == 0.01 and deg.best(4) == [1.0, 1.0]
 
 
 def test_basicblock_resnet_learns_digits(one_thread):
-    runs = rs.basicblock_experiment(epochs=3, seed=1)
-    assert runs.residual.val_acc[-1] > 0.85
-    assert runs.residual.config["params"] == runs.plain.config["params"] + 16 * 32 + 2 * 32
+    runs = rs.basicblock_experiment(epochs=3, n_seeds=2, seed=1)
+    assert len(runs.residual) == len(runs.plain) == 2 and len(set(runs.seeds)) == 2
+    assert all(h.val_acc[-1] > 0.85 for h in runs.residual)
+    assert runs.residual[0].config["params"] == runs.plain[0].config["params"] + 16 * 32 + 2 * 32
 
 
-def _hist(accs):
+def _hist(accs, loss=1.0):
     h = History()
     for i, a in enumerate(accs):
-        h.append({"epoch": i, "train_loss": 1, "train_acc": a, "val_acc": a, "val_loss": 1, "seconds": 1,
+        h.append({"epoch": i, "train_loss": loss, "train_acc": a, "val_acc": a, "val_loss": 1, "seconds": 1,
                   "samples_per_s": 1, "step_seconds": 1})
     return h
 
 
-def test_claim_verdicts_follow_the_numbers():
-    sw = rs.DepthSweep(depths=[4])
-    for r, acc, g in ((False, 0.1, [1e-12, 1.0]), (True, 0.95, [0.5, 1.0])):
-        h = _hist([acc])
-        rec = rs.GradNormRecorder(torch.zeros(1, 2), torch.zeros(1))
-        rec.at_init = np.array(g)
-        h.config["grad_norms"] = rec
-        sw.histories[(r, 4)] = h
-    blocks = rs.BlockRuns(residual=_hist([0.95]), plain=_hist([0.9]))
+def _sweep(val: dict[str, list[float]], loss: dict[str, list[float]], log_ratio: dict[str, list[float]]):
+    sw = rs.DepthSweep(depths=[4], seeds=[0, 1, 2], epochs=1, lr=0.05)
+    for t in rs.TREATMENTS:
+        sw.histories[(t, 4)] = []
+        for v, lo, g in zip(val[t], loss[t], log_ratio[t]):
+            h = _hist([v], loss=lo)
+            h.config.update(norms_init=np.array([10.0**g, 1.0]), norms_final=np.array([1.0, 1.0]))
+            sw.histories[(t, 4)].append(h)
+    return sw
+
+
+GOOD_VAL = {"plain": [0.1, 0.09, 0.1], "plain_he": [0.2, 0.1, 0.15], "residual": [0.95, 0.93, 0.94]}
+GOOD_LOSS = {"plain": [2.3] * 3, "plain_he": [2.0, 2.2, 2.1], "residual": [0.1, 0.15, 0.12]}
+GOOD_RATIO = {"plain": [-9, -8.5, -9.2], "plain_he": [-0.1, 0.05, -0.2], "residual": [0.0, -0.05, 0.02]}
+
+
+def _deg(shallow, deep):
+    return rs.Degradation(1, 4, [0.05], {(1, 0.05): [_hist([0.9], loss=v) for v in shallow],
+                                         (4, 0.05): [_hist([0.5], loss=v) for v in deep]})
+
+
+def _dead_training(plain_max, gains):
+    hist = {"plain": [_hist([0.1]) for _ in gains], "residual": [_hist([0.1 + g]) for g in gains]}
+    return rs.DeadTraining(4, 2, [0, 1, 2], {"plain": np.array([[0.0, plain_max]] * 3),
+                                             "residual": np.array([[0.0, 1.0]] * 3)}, hist)
+
+
+def test_claim_verdicts_follow_the_intervals():
     dead = rs.DeadLayer(["a", "b", "c", "d"], 1, 2, 1, np.array([0.0, 0, 0, 1]), np.array([1.0, 0, 0, 1]),
                         np.array([1.0, 1, 1, 1]))
-    assert all(r.holds for r in rs.claims(sweep=sw, dead=dead, blocks=blocks).rows)
+    blocks = rs.BlockRuns(residual=[_hist([0.95]), _hist([0.96]), _hist([0.97])],
+                          plain=[_hist([0.9]), _hist([0.95]), _hist([0.96])])
+    rows = rs.claims(sweep=_sweep(GOOD_VAL, GOOD_LOSS, GOOD_RATIO), dead=dead, blocks=blocks,
+                     dead_training=_dead_training(0.0, [0.8, 0.85, 0.9]),
+                     degraded=_deg([0.1, 0.12, 0.09], [2.0, 1.5, 1.8])).rows
+    assert len(rows) == 11 and all(r.verdict == "holds" for r in rows), [(r.claim, r.verdict) for r in rows]
+    # the opposite numbers: every row "does not hold"
     bad_dead = rs.DeadLayer(["a", "b", "c", "d"], 1, 2, 1, np.array([1e-3, 0, 0, 1]), np.array([0.0, 0, 0, 1]),
                             np.array([1.0, 1, 1, 1]))
-    sw.histories[(True, 4)].val_acc[-1] = 0.1
-    bad = rs.claims(sweep=sw, dead=bad_dead, blocks=rs.BlockRuns(residual=_hist([0.5]), plain=_hist([0.9])))
-    assert [r.holds for r in bad.rows] == [False, False, False, True, False]
+    bad_val = {"plain": [0.9, 0.9, 0.9], "plain_he": [0.9, 0.91, 0.92], "residual": [0.9, 0.91, 0.92]}
+    bad_ratio = {"plain": [-0.1, 0.0, -0.2], "plain_he": [-5, -6, -5.5], "residual": [-4, -5, -4.5]}
+    bad_blocks = rs.BlockRuns(residual=[_hist([0.5]), _hist([0.6]), _hist([0.55])], plain=blocks.plain)
+    rows = rs.claims(sweep=_sweep(bad_val, {**GOOD_LOSS, "residual": [2.5, 2.6, 2.7]}, bad_ratio), dead=bad_dead,
+                     blocks=bad_blocks, dead_training=_dead_training(0.5, [-0.3, -0.35, -0.4]),
+                     degraded=_deg([2.0, 1.5, 1.8], [0.1, 0.12, 0.09])).rows
+    assert all(r.verdict == "does not hold" for r in rows), [(r.claim, r.verdict) for r in rows]
+    # runs that straddle the thresholds: "inconclusive", never a success
+    mixed_val = {**GOOD_VAL, "residual": [0.95, 0.1, 0.5]}
+    mixed_ratio = {"plain": [-9, 0.0, -5], "plain_he": [-0.1, -2.5, -1.0], "residual": [0.0, -2.0, -1.0]}
+    rows = rs.claims(sweep=_sweep(mixed_val, {**GOOD_LOSS, "residual": [0.1, 1.5, 0.5]}, mixed_ratio), dead=dead,
+                     blocks=rs.BlockRuns(residual=[_hist([0.99]), _hist([0.8]), _hist([0.91])], plain=blocks.plain),
+                     dead_training=_dead_training(0.0, [0.8, -0.5, 0.3]),
+                     degraded=_deg([0.1, 1.0, 0.5], [0.5, 0.9, 0.6])).rows
+    assert [r.verdict for r in rows[2:]] == ["inconclusive"] * 9, [(r.claim, r.verdict) for r in rows]

@@ -13,6 +13,7 @@ names the mistake; when none matches, the hint says which case failed, expected 
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..exercises import CheckResult, Mistake, check_answer, check_code, diagnose, expect, expect_shape
+from ..exercises import CheckResult, Mistake, check_answer, check_code, diagnose, expect, expect_shape, expect_signature
+from ..validate import BadArgument
 from .lab import Pitfalls
 from .reference import new_state
 
@@ -33,6 +35,16 @@ def _close(a: Any, b: np.ndarray) -> bool:
     except (TypeError, ValueError):
         return False
     return a.shape == b.shape and bool(np.allclose(a, b, rtol=1e-7, atol=1e-9))
+
+
+def _count(answer: Any) -> Any:
+    """A whole-number answer as an int (numpy and 0-d tensor numbers too); anything else as a text that matches no
+    count (a bool, an array, a string), so a check compares without raising."""
+    if hasattr(answer, "ndim") and getattr(answer, "ndim", None) == 0 and hasattr(answer, "item"):
+        answer = answer.item()
+    if isinstance(answer, numbers.Real) and not isinstance(answer, bool) and float(answer).is_integer():
+        return int(answer)
+    return f"not a whole number: {type(answer).__name__} {answer!r:.40}"
 
 
 def _show(v: Any) -> str:
@@ -208,6 +220,8 @@ def check_batchnorm_forward(fn: Callable) -> CheckResult:
     ``torch.nn.BatchNorm1d`` (float64): a few training steps, then eval mode."""
 
     def body(f: Callable) -> None:
+        expect_signature(f, "batchnorm_forward(x, gamma, beta, state, train=..., momentum=..., eps=...)", 0, 0, 0, 0,
+               train=True, momentum=0.1, eps=1e-5)
         for case in FORWARD_CASES:
             _forward_case(f, case)
 
@@ -293,6 +307,7 @@ def check_batchnorm_backward(fn: Callable) -> CheckResult:
     ``F.batch_norm`` (float64), in training and eval mode; the cache is built by the contract."""
 
     def body(f: Callable) -> None:
+        expect_signature(f, "batchnorm_backward(dout, cache)", 0, 0)
         for case in BACKWARD_CASES:
             _backward_case(f, *case)
 
@@ -307,28 +322,39 @@ def check_batchnorm_backward(fn: Callable) -> CheckResult:
 # ---------------------------------------------------------------------------------------------------------
 def check_bn_parameters(answer: Any, model: nn.Module) -> CheckResult:
     """How many learnable parameters do the BatchNorm layers of ``model`` (the trained network) hold?"""
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)] \
+        if isinstance(model, nn.Module) else []
+    if not bns:
+        raise BadArgument(f"model must be the trained network with BatchNorm layers (section 5's model), got "
+                          f"{type(model).__name__}" + (" without BatchNorm layers" if isinstance(model, nn.Module)
+                                                       else ""))
     expected = sum(p.numel() for m in bns for p in m.parameters())
     stats = sum(m.running_mean.numel() + m.running_var.numel() for m in bns)
     mistakes = {expected + stats: "that counts running_mean and running_var too: they are buffers, not parameters "
                                   "(the optimizer never touches them; training mode averages them)",
                 expected // 2: "count beta too: gamma and beta, one of each per unit",
                 sum(p.numel() for p in bns[0].parameters()): "count every BatchNorm layer of the model, not only the "
-                                                              "first"} if bns else {}
-    return check_answer(answer, expected, exercise="n_bn_parameters", mistakes=mistakes,
+                                                              "first"}
+    hint = "print(model) lists its BatchNorm1d layers; count gamma and beta (one each per unit)."
+    if isinstance(_count(answer), str):
+        hint = f"expected a whole number (how many parameters), got {type(answer).__name__} {answer!r:.40}. " + hint
+    return check_answer(answer, expected, exercise="n_bn_parameters", mistakes=mistakes, normalize=_count,
                         praise=f"{len(bns)} BatchNorm layers, each with a gamma and a beta per unit. Their "
                                f"running_mean and running_var ({stats} numbers) are buffers: saved with the model, "
-                               "never touched by the optimizer.",
-                        hint="print(model) lists its BatchNorm1d layers; count gamma and beta (one each per unit).")
+                               "never touched by the optimizer.", hint=hint)
 
 
 def check_deploy_mode(answer: Any, pitfalls: Pitfalls) -> CheckResult:
     """A deployed BN model classifies one example at a time: which mode, "train" or "eval"? Checked with the
     run's :class:`~lessons_lib.batchnorm.lab.Pitfalls`."""
+    if not isinstance(pitfalls, Pitfalls):
+        raise BadArgument(f"pitfalls must be the Pitfalls of section 6 (lab.eval_pitfalls), got "
+                          f"{type(pitfalls).__name__}")
     said = f"PyTorch said: {pitfalls.batch1_error}" if pitfalls.batch1_error else "it normalized each example by itself"
     return check_answer(answer, "eval", exercise="mode",
                         normalize=lambda s: str(s).strip().lower().removeprefix("model.").removesuffix("()"),
                         praise="in eval mode BN normalizes with the running statistics, so a batch of one is fine "
                                "(section 6 predicted the validation set one example at a time that way).",
-                        mistakes={"train": f"in train mode a batch of one has no spread to normalize by ({said})."},
+                        mistakes={"train": f"in train mode a batch of one has no spread to normalize by ({said}).",
+                          "model.train": f"in train mode a batch of one has no spread to normalize by ({said})."},
                         hint='answer "train" or "eval".')

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..cache import data_dir
 from ..memcap import PeakRSS, run_child
+from ..validate import BadArgument, check_int
 
 IMAGE_BYTES = 28 * 28  # one uint8 image of the letters set (letters.IMAGE_SIZE ** 2; tests check they agree)
 FULL_N = 500_000  # the seed's set size (letters.MAX_IMAGES)
@@ -100,6 +101,16 @@ def _measure_load(fn: Callable[[], np.ndarray]) -> tuple[np.ndarray, float, int]
     return a, sec, m.growth
 
 
+def _check_images(images) -> np.ndarray:
+    """uint8 images of shape (n, 28, 28) with n >= 1 (a memmap stays a memmap)."""
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (
+            28, 28) or len(images) == 0:
+        what = (f"{images.dtype} {images.shape}" if isinstance(images, np.ndarray) else type(images).__name__)
+        raise BadArgument(f"images: expected a uint8 array of shape (n, 28, 28) with n >= 1 (e.g. "
+                          f"letters.images), got {what}")
+    return images
+
+
 def study_formats(images: np.ndarray, n: int = 2000, folder: str | os.PathLike | None = None) -> FormatStudy:
     """Write the first ``n`` images in each format, measure the file, load it back and measure that.
 
@@ -109,8 +120,8 @@ def study_formats(images: np.ndarray, n: int = 2000, folder: str | os.PathLike |
     """
     import scipy.io
 
-    if not 1 <= n <= len(images):
-        raise ValueError(f"study_formats needs 1 <= n <= {len(images)}, got {n}")
+    images = _check_images(images)
+    n = check_int(n, "n", low=1, high=len(images), fix=f"at most the {len(images):,} images given, e.g. n=2000")
     x = np.ascontiguousarray(images[:n]).reshape(n, -1)
     rows: list[FormatRow] = []
     with tempfile.TemporaryDirectory(dir=folder or data_dir(), prefix=".formats-") as tmp:
@@ -170,8 +181,7 @@ def handwritten_batches(images_path: str | os.PathLike, labels_path: str | os.Pa
     """What the seed expected to write: open the .npy files, skip their headers, read ``batch_size`` rows at a
     time. Yields (uint8 images (b, 28, 28), uint8 labels (b,)). In file order only: shuffling, prefetching,
     worker processes, pinned memory and a device transfer would each be more code of your own."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    batch_size = check_int(batch_size, "batch_size", low=1)
     with open(images_path, "rb") as fi, open(labels_path, "rb") as fl:
         shapes = []
         for f in (fi, fl):

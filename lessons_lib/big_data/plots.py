@@ -1,13 +1,16 @@
-"""Lesson 08, the figures: the letters set, sizes per format, where batches read in the file, memory vs disk."""
+"""Lesson 08, the figures: the letters set, sizes per format, where batches read in the file, the paths measured
+over rounds (throughput, memory), and the samplers over seeds (learning curves with 95% bands)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from ..letters import CLASSES
-from ..seeds import get_seed, torch_generator
+from ..seeds import check_seed, get_seed, torch_generator
+from ..validate import check_int
 from .formats import FULL_N, IMAGE_BYTES, MB, SEED_MACHINE_BYTES, SEED_TEXT_BYTES, FormatStudy
-from .lab import Comparison
+from .lab import ACC_MARGIN, SORTED_LOSS
+from .measure import COLD, MEMORY, WARM, PathRepeats, SamplerStudy
 from .reference import BlockShuffleSampler
 
 
@@ -15,7 +18,10 @@ def plot_examples(images: np.ndarray, labels: np.ndarray, per_class: int = 6):
     """A grid: one row per letter A..J, ``per_class`` examples each."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(len(CLASSES), per_class, figsize=(per_class * 0.75, len(CLASSES) * 0.75))
+    per_class = check_int(per_class, "per_class", low=1, high=50)
+    if len(images) != len(labels):
+        raise ValueError(f"{len(images)} images but {len(labels)} labels: pass the set's images and labels together")
+    fig, axes = plt.subplots(len(CLASSES), per_class, squeeze=False, figsize=(per_class * 0.75, len(CLASSES) * 0.75))
     for j, ch in enumerate(CLASSES):
         idx = np.flatnonzero(np.asarray(labels) == j)[:per_class]
         for k in range(per_class):
@@ -54,7 +60,9 @@ def plot_read_pattern(n: int = 20_000, batch_size: int = 256, batches: int = 12,
     """Where the first batches read in the file: a plain random permutation vs the block-shuffle sampler."""
     import matplotlib.pyplot as plt
 
-    seed = get_seed() if seed is None else seed
+    seed = get_seed() if seed is None else check_seed(seed)
+    n, batch_size = check_int(n, "n", low=1), check_int(batch_size, "batch_size", low=1)
+    batches = check_int(batches, "batches", low=1, high=1000)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.2), sharey=True)
     for ax, (title, block) in zip(axes, (("random permutation (block=1)", 1), ("block shuffle (block=512, window=8)",
                                                                                512))):
@@ -68,21 +76,69 @@ def plot_read_pattern(n: int = 20_000, batch_size: int = 256, batches: int = 12,
     return fig
 
 
-def plot_comparison(cmp: Comparison):
-    """Left: validation accuracy per epoch from memory and from disk. Right: peak RSS growth per path."""
+def plot_paths(paths: PathRepeats):
+    """Left: samples/s of each epoch, per path (one dot per round, a bar at the median). Right: peak RSS growth
+    of each epoch (log scale), with the set's size and 10% of it."""
     import matplotlib.pyplot as plt
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.4))
-    for r, style in ((cmp.memory, "o-"), (cmp.disk, "x--")):
-        a.plot(np.array(r.history.epoch) + 1, r.history.val_acc, style, label=f"from {r.source}")
-    a.set(xlabel="epoch", ylabel="validation accuracy", title="same model, same batches")
-    a.set_xticks(np.array(cmp.memory.history.epoch) + 1)
-    a.legend()
-    vals = [cmp.memory.growth / MB, cmp.disk.growth / MB]
-    b.bar(["memory", f"disk ({cmp.dataset})"], vals, color=["C0", "C2"])
-    b.axhline(cmp.set_bytes / MB, color="gray", ls=":", label="the set as uint8")
-    b.axhline(0.1 * cmp.set_bytes / MB, color="C3", ls="--", label="10% of it (target)")
-    b.set(ylabel="peak RSS growth (MB)", title="memory while loading + training")
-    b.legend(fontsize=8)
+    sources = [s for s in (MEMORY, WARM, COLD) if paths.of(s)]
+    rng = np.random.default_rng(0)  # horizontal jitter only
+    for i, src in enumerate(sources):
+        runs = paths.of(src)
+        for ax, vals in ((a, [r.samples_per_s for r in runs]), (b, [r.growth / MB for r in runs])):
+            ax.plot(i + rng.uniform(-0.12, 0.12, len(vals)), vals, "o", color=f"C{i}", alpha=0.7, ms=5)
+            ax.hlines(np.median(vals), i - 0.3, i + 0.3, color=f"C{i}", lw=2)
+    labels = [s.replace(", ", "\n") for s in sources]
+    a.set_xticks(range(len(sources)), labels)
+    a.set(ylabel="samples / s (one epoch)", title=f"throughput, {paths.rounds} rounds (bar: median)")
+    a.set_ylim(0, None)
+    b.set_xticks(range(len(sources)), labels)
+    b.set_yscale("log")
+    b.axhline(paths.set_bytes / MB, color="gray", ls=":", label="the set as uint8")
+    b.axhline(0.1 * paths.set_bytes / MB, color="C3", ls="--", label="10% of it")
+    b.set(ylabel="peak RSS growth (MB, log)", title=f"memory while loading + training ({paths.n_images:,} images)")
+    b.legend(fontsize=8, loc="center right")
+    fig.tight_layout()
+    return fig
+
+
+def plot_samplers(st: SamplerStudy):
+    """Left: validation accuracy per epoch, mean and 95% band over seeds, block shuffle (disk) and full shuffle
+    (memory). Middle: each seed's paired difference block - full per epoch (dots), its mean and 95% interval, and
+    the margin of "the same accuracy". Right: the same for the control, the block shuffle over a class-sorted
+    file, with the loss it is expected to show."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.5), gridspec_kw={"width_ratios": [1.3, 1, 1]})
+    ep = np.arange(1, st.epochs + 1)
+    a = axes[0]
+    for which, label, color in (("block", "block shuffle, from disk", "C2"), ("full", "full shuffle, in memory", "C0")):
+        ivs = [st.interval(which, e) for e in range(st.epochs)]
+        a.plot(ep, [iv.mean for iv in ivs], "o-", color=color, label=label)
+        a.fill_between(ep, [iv.low for iv in ivs], [iv.high for iv in ivs], color=color, alpha=0.2)
+    a.set(xlabel="epoch", ylabel="validation accuracy (held-out fonts)",
+          title=f"learning curves, {len(st.seeds)} seeds (95% band)")
+    a.set_xticks(ep)
+    a.legend(fontsize=8, loc="lower right")
+    for ax, which, color, title in ((axes[1], "block", "C2", "block - full, paired by seed\n(dots: seeds; square: "
+                                                             "mean, 95% CI)"),
+                                    (axes[2], "sorted_block", "C3", "control: a class-sorted file,\nblock - full")):
+        runs = getattr(st, which)
+        for e in range(st.epochs):
+            d = 100 * (runs[:, e] - st.full[: len(runs), e])
+            iv = st.difference(which, e)
+            ax.plot(e + 1 + np.linspace(-0.15, 0.15, len(d)) - 0.1, d, "o", color=color, alpha=0.5, ms=4)
+            ax.errorbar(e + 1 + 0.15, 100 * iv.mean, yerr=100 * iv.half_width, fmt="s", color="k", capsize=4, ms=4)
+        m = 100 * ACC_MARGIN
+        ax.axhspan(-m, m, color="gray", alpha=0.25, label=f"±{m:g} points")
+        ax.axhline(0, color="gray", lw=0.8)
+        ax.set(xlabel="epoch", ylabel="difference (points)", title=title)
+        ax.set_xticks(ep)
+    axes[2].axhline(-100 * SORTED_LOSS, color="C3", ls="--", lw=1, label=f"-{100 * SORTED_LOSS:g} points")
+    lo, hi = axes[1].get_ylim()
+    axes[1].set_ylim(min(-2 * m, lo) - 0.8 * m, max(2 * m, hi))  # room for the legend below the margin
+    axes[1].legend(fontsize=8, loc="lower right")
+    axes[2].legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return fig

@@ -29,6 +29,7 @@ from torch.utils.data import Dataset, Sampler
 
 from ..letters import IMAGE_SIZE
 from ..seeds import torch_generator
+from ..validate import check_int
 
 PIXELS = IMAGE_SIZE * IMAGE_SIZE  # 784: the lesson's model is an MLP on flat images
 
@@ -40,9 +41,12 @@ class MemmapImages(Dataset):
     class (0..9 for A..J). ``ds[idx]`` with an integer array ``idx`` of shape (b,) -> ``x`` (b, 784) and ``y``
     (b,): a whole batch in one lookup, rows in the order asked for. Negative indices count from the end.
 
-    Both files are opened with ``np.load(mmap_mode="r")``: opening reads only their headers. Pickling (what a
-    DataLoader does to start worker processes with "spawn", on macOS and Windows) sends the two paths, never
-    the arrays; each process maps the files again on first use.
+    Both files are opened with ``np.load(mmap_mode="r")``: opening reads only their headers (and the labels,
+    ``n`` bytes, to check they are classes 0..9). Pickling (what a DataLoader does to start worker processes with
+    "spawn", on macOS and Windows) sends the two paths, never the arrays; each process maps the files again on
+    first use. Files that do not belong together (other lengths, float pixels, labels outside 0..9, a truncated
+    or foreign file) raise ``ValueError`` naming the file; an index that is not a whole number (or an array of
+    them) or is out of range raises ``IndexError`` naming the valid range.
     """
 
     def __init__(self, images_path: str | os.PathLike, labels_path: str | os.PathLike):
@@ -51,14 +55,28 @@ class MemmapImages(Dataset):
         n_images, n_labels = len(self.images), len(self.labels)
         if self.images.dtype != np.uint8 or self.images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
             raise ValueError(f"{self.images_path} holds {self.images.dtype} {self.images.shape}; expected uint8 "
-                             f"(n, {IMAGE_SIZE}, {IMAGE_SIZE})")
+                             f"(n, {IMAGE_SIZE}, {IMAGE_SIZE}) pixels 0..255 (float pixels would be divided by 255 "
+                             "a second time)")
+        if self.labels.ndim != 1 or not np.issubdtype(self.labels.dtype, np.integer):
+            raise ValueError(f"{self.labels_path} holds {self.labels.dtype} {self.labels.shape}; expected integer "
+                             "class labels of shape (n,)")
         if n_images != n_labels:
             raise ValueError(f"{n_images} images but {n_labels} labels: the two files do not belong together")
+        if n_labels and not 0 <= int(self.labels.min()) <= int(self.labels.max()) < 10:
+            raise ValueError(f"{self.labels_path} holds labels {int(self.labels.min())}..{int(self.labels.max())}; "
+                             "expected classes 0..9 (A..J)")
         self.n = n_images
 
     def _open(self) -> None:
-        self.images = np.load(self.images_path, mmap_mode="r")  # np.memmap: the bytes stay in the file
-        self.labels = np.load(self.labels_path, mmap_mode="r")
+        for key, path in (("images", self.images_path), ("labels", self.labels_path)):
+            try:  # np.memmap: the bytes stay in the file
+                setattr(self, key, np.load(path, mmap_mode="r", allow_pickle=False))
+            except (ValueError, EOFError, OSError) as e:
+                if isinstance(e, FileNotFoundError):
+                    raise
+                raise ValueError(f"{path} is not a readable .npy file ({e}): it is truncated, corrupt or not an "
+                                 "array file. Write it again (for a letters set: generate_letters(..., "
+                                 "overwrite=True))") from None
 
     def __len__(self) -> int:
         return self.n  # images, not pixels or bytes
@@ -66,6 +84,7 @@ class MemmapImages(Dataset):
     def __getitem__(self, index) -> tuple[torch.Tensor, torch.Tensor]:
         if self.images is None:  # unpickled in a worker process: map the files here
             self._open()
+        index = _as_index(index, self.n)
         shape = np.shape(index)  # () for one index, (b,) for a batch
         rows = np.asarray(self.images[index], dtype=np.float32)  # copies out these rows only, as float32
         x = torch.from_numpy(rows.reshape(*shape, PIXELS)) / 255
@@ -74,6 +93,22 @@ class MemmapImages(Dataset):
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "images": None, "labels": None}  # the paths travel, not the data
+
+
+def _as_index(index, n: int):
+    """``index`` as an int or an int64 array (a torch tensor, list or slice converted), every entry in [-n, n)."""
+    if isinstance(index, slice):
+        return np.arange(n, dtype=np.int64)[index]
+    if isinstance(index, torch.Tensor):
+        index = index.numpy(force=True)
+    a = np.asarray(index)
+    if a.dtype == bool or not (np.issubdtype(a.dtype, np.integer) or (a.size == 0 and a.ndim == 1)):
+        raise IndexError(f"index {repr(index)[:60]} ({a.dtype}): expected a whole number or an array of them (not "
+                         "booleans, not floats)")
+    if a.size and (int(a.min()) < -n or int(a.max()) >= n):
+        bad = int(a.min()) if int(a.min()) < -n else int(a.max())
+        raise IndexError(f"index {bad} is out of range for {n} images (valid: {-n}..{n - 1})")
+    return int(a) if a.ndim == 0 else a.astype(np.int64, copy=False)
 
 
 class BlockShuffleSampler(Sampler):
@@ -88,10 +123,8 @@ class BlockShuffleSampler(Sampler):
 
     def __init__(self, n: int, batch_size: int, *, block: int = 512, window: int = 8,
                  generator: torch.Generator | None = None, drop_last: bool = False):
-        if n < 1 or batch_size < 1 or block < 1 or window < 1:
-            raise ValueError(f"BlockShuffleSampler needs n, batch_size, block, window >= 1; got {n}, {batch_size}, "
-                             f"{block}, {window}")
-        self.n, self.batch_size, self.block, self.window = int(n), int(batch_size), int(block), int(window)
+        self.n, self.batch_size = check_int(n, "n", low=1), check_int(batch_size, "batch_size", low=1)
+        self.block, self.window = check_int(block, "block", low=1), check_int(window, "window", low=1)
         self.generator = generator if generator is not None else torch_generator(stream=31)
         self.drop_last = drop_last
 
@@ -121,10 +154,9 @@ class SequentialBatches(Sampler):
     """Index arrays ``[start, start + b), [start + b, start + 2b), ...`` up to ``stop`` (evaluation order)."""
 
     def __init__(self, start: int, stop: int, batch_size: int = 1024):
-        if not 0 <= start < stop or batch_size < 1:
-            raise ValueError(f"SequentialBatches needs 0 <= start < stop and batch_size >= 1; got {start}, {stop}, "
-                             f"{batch_size}")
-        self.start, self.stop, self.batch_size = int(start), int(stop), int(batch_size)
+        self.start = check_int(start, "start", low=0)
+        self.stop = check_int(stop, "stop", low=self.start + 1, fix="stop must be greater than start")
+        self.batch_size = check_int(batch_size, "batch_size", low=1)
 
     def __len__(self) -> int:
         return math.ceil((self.stop - self.start) / self.batch_size)

@@ -20,7 +20,7 @@ from numpy.polynomial import Polynomial
 from numpy.polynomial import polynomial as P
 from scipy.stats import chi2_contingency
 
-from ..exercises import CheckResult, Mistake, check_answer, check_code, diagnose, expect
+from ..exercises import CheckResult, Mistake, check_answer, check_code, diagnose, expect, expect_signature
 
 if TYPE_CHECKING:
     from .lab import Memorization, PolySweep, SweepRow
@@ -105,15 +105,24 @@ def check_fit_polynomial(fit) -> CheckResult:
     """The learner's ``fit_polynomial(x_train, y_train, x_val, y_val, degree) -> (coef, train_mse, val_mse)``."""
 
     def body(fit) -> None:
+        expect_signature(fit, "fit_polynomial(x_train, y_train, x_val, y_val, degree)", 0, 0, 0, 0, 0)
         unnamed: list[Mistake] = []  # wrong where no typical mistake matched: said only if no case names one
         for name, x, y, xv, yv, d in _fit_cases():
             res = fit(x.copy(), y.copy(), xv.copy(), yv.copy(), d)
             expect(isinstance(res, tuple) and len(res) == 3, "fit_polynomial must return three things: "
-                   f"`return coef, train_mse, val_mse`; got {type(res).__name__}.")
+                   "`return coef, train_mse, val_mse`; got "
+                   + (f"a tuple of {len(res)}." if isinstance(res, tuple) else f"{type(res).__name__}."))
             ref = Polynomial.fit(x, y, d)
             want_tr, want_va = np.mean((ref(x) - y) ** 2), np.mean((ref(xv) - yv) ** 2)
             try:
-                _check_coef(name, np.asarray(res[0], dtype=float), x, y, xv, yv, d)
+                coef = np.asarray(res[0], dtype=float)
+            except (TypeError, ValueError):
+                raise Mistake(f"coef should be an array of numbers; got {res[0]!r:.60}.") from None
+            for what, v in (("train_mse", res[1]), ("val_mse", res[2])):
+                expect(isinstance(v, (int, float, np.number, np.ndarray)) and not isinstance(v, bool),
+                       f"{what} should be a number; got {type(v).__name__} {v!r:.40}.")
+            try:
+                _check_coef(name, coef, x, y, xv, yv, d)
                 _check_error(name, "train_mse", res[1], want_tr, len(x), want_va)
                 _check_error(name, "val_mse", res[2], want_va, len(xv), want_tr)
             except _NoKnownMistake as e:
@@ -145,7 +154,10 @@ def check_random_labels(relabel) -> CheckResult:
         expect(np.array_equal(y, before), "random_labels shuffled the caller's array in place: the true labels are "
                                           "gone too (lesson 01 trains on both). Leave y alone and return a shuffled "
                                           "copy: rng.permutation(y).")
-        out = np.asarray(out)
+        try:
+            out = np.asarray(out)
+        except (TypeError, ValueError):
+            raise Mistake(f"random_labels must return an array of labels; got {type(out).__name__}.") from None
         expect(out.shape == y.shape, f"random_labels must return one label per example, shape {y.shape}; "
                                      f"got shape {out.shape}.")
         expect(np.issubdtype(out.dtype, np.integer), f"labels are integer class indices; yours have dtype "
@@ -153,6 +165,7 @@ def check_random_labels(relabel) -> CheckResult:
         return out
 
     def body(relabel) -> None:
+        expect_signature(relabel, "random_labels(y, rng)", 0, 0)
         y = _class_sorted()
         out = call(y, 1)
         want, got = np.bincount(y, minlength=k), np.bincount(out.clip(0), minlength=k)
@@ -196,10 +209,11 @@ def check_random_labels(relabel) -> CheckResult:
 def check_chance_level(answer: float, rand: Memorization) -> CheckResult:
     """The validation accuracy expected from a network trained on random labels, as a fraction."""
     chance = 1 / rand.n_classes
-    measured = rand.random.val_acc[-1]
+    measured = float(np.mean([h.val_acc[-1] for h in rand.random]))
     return check_answer(answer, chance, exercise="chance", rel_tol=0.05,
                         praise=f"Nothing links an input to its random label, so any classifier scores about 1 in "
-                               f"{rand.n_classes} on new data (this run: {measured:.3f}).",
+                               f"{rand.n_classes} on new data (this run: {measured:.3f}, the mean of "
+                               f"{len(rand.random)} seeds).",
                         mistakes={1.0: "1.0 is the TRAINING accuracy it reaches by memorizing; the question asks about "
                                        "the validation set, new inputs.",
                                   100 / rand.n_classes: "as a fraction, not a percentage.",
@@ -209,7 +223,8 @@ def check_chance_level(answer: float, rand: Memorization) -> CheckResult:
 
 
 def check_largest_gap(answer: int, sweep: list[SweepRow]) -> CheckResult:
-    """The width with the largest train − validation accuracy gap in this run's width sweep."""
+    """The width with the largest train − validation accuracy gap in this run's width sweep (the rows' accuracies
+    and gaps are means over the seeds)."""
     best = max(sweep, key=lambda r: r.gap)
     mistakes: dict[int, str] = {}
     for row, why in ((max(sweep, key=lambda r: r.val_acc), "the highest VALIDATION accuracy"),
@@ -219,7 +234,7 @@ def check_largest_gap(answer: int, sweep: list[SweepRow]) -> CheckResult:
             mistakes.setdefault(row.width, f"width {row.width} has {why}, not the largest gap: compute "
                                            "train_acc − val_acc for each row of the sweep.")
     return check_answer(answer, best.width, exercise="largest_gap", mistakes=mistakes,
-                        praise=f"Width {best.width} overfits most in this run (gap {best.gap:.3f}).",
+                        praise=f"Width {best.width} overfits most in this run (mean gap {best.gap:.3f}).",
                         hint="compute train_acc − val_acc for each row of the sweep table; take the largest.")
 
 

@@ -2,9 +2,11 @@
 
 The from-scratch part runs on whichever ``dropout_forward`` / ``dropout_backward`` pair the notebook hands in (the
 learner's once they pass their checks, else :mod:`lessons_lib.dropout.reference`): the reference's numpy MLP with
-that dropout after each hidden layer, its gradient check, the sweep of drop rates (overfitting and the train/val
-gap), the train/eval pitfall and the cost measurements. Figures: :mod:`lessons_lib.dropout.plots`.
-The live panel trains the same MLP in PyTorch with ``nn.Dropout``, on the CPU or a GPU.
+that dropout after each hidden layer, its gradient check, the sweep of drop rates over several paired seeds
+(overfitting and the train/val gap), the train/eval pitfall and the cost measurements. Every number noise can move
+is measured over seeds or timing rounds and judged by its 95% interval (:mod:`lessons_lib.stats`). Figures:
+:mod:`lessons_lib.dropout.plots`. The live panel trains the same MLP in PyTorch with ``nn.Dropout``, on the CPU or a
+GPU.
 """
 
 from __future__ import annotations
@@ -21,12 +23,16 @@ from threadpoolctl import threadpool_limits
 from ..claims import Claims
 from ..data import Splits
 from ..data import load as load_data
+from ..device import pick_device
 from ..gradcheck import numerical_gradient
 from ..history import History
 from ..models import mlp
-from ..seeds import get_seed, numpy_rng, seed_everything
-from ..timing import time_interleaved
+from ..multiseed import fit_seeds
+from ..seeds import get_seed, numpy_rng, replicate_seeds, seed_everything
+from ..stats import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, Interval, mean_interval, paired_interval, verdict
+from ..timing import cpu_rounds, min_ratios
 from ..training import fit
+from ..validate import BadArgument, check_int, check_p, check_shape
 from . import reference
 
 Forward = Callable[..., tuple]  # dropout_forward(x, p, train, rng) -> (out, cache)
@@ -38,6 +44,8 @@ EPOCHS = 40
 LR = 2e-3
 BATCH = 128
 BLAS_THREADS = 1  # numpy's BLAS on one thread: small matrices, and stable timings on a shared machine
+N_SEEDS = 8  # runs per drop rate, the same seeds for every rate: the size knob of the claims (raise it for tighter
+#              intervals; each run of the numpy net is about a second on one CPU core)
 
 
 def lesson_splits(n_train: int = N_TRAIN, seed: int | None = None) -> Splits:
@@ -100,6 +108,7 @@ class StatsRow:
 def compare_with_nn_dropout(forward: Forward = reference.dropout_forward, p: float = 0.5,
                             shape: tuple[int, int] = (512, 1024), seed: int | None = None) -> list[StatsRow]:
     """Theory (mean 1, variance p/(1-p), dropped p), the numpy ``forward`` and ``torch.nn.Dropout`` on ones."""
+    p, shape = check_p(p), check_shape(shape)
     seed_everything(seed)
     ours, _ = forward(np.ones(shape), p, True, numpy_rng(seed, stream=33))
     theirs = torch.nn.Dropout(p).train()(torch.ones(shape)).double().numpy()
@@ -116,12 +125,41 @@ def stats_table(rows: list[StatsRow]) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
+# Repeated runs: the same seeds for every drop rate (paired), and verdicts on their intervals
+# --------------------------------------------------------------------------------------------------
+def run_seeds(n: int = N_SEEDS, seed: int | None = None) -> list[int]:
+    """The ``n`` run seeds of the sweep (each seeds a net's initial weights, batch order and masks), derived from
+    the course seed: another ``LESSONS_SEED`` repeats every run on fresh seeds."""
+    return replicate_seeds(n, stream=30, seed=seed)
+
+
+def maybe_interval(values: Sequence[float]) -> Interval | None:
+    """Mean and 95% interval over runs, or None with fewer than two runs (a single run has no interval)."""
+    return mean_interval(values) if len(values) >= 2 else None
+
+
+def within(interval: Interval, low: float, high: float) -> str:
+    """Three-valued verdict of "the value lies in [low, high]" (an equivalence margin): holds when the whole
+    interval is inside, does not hold when it is wholly outside, else inconclusive."""
+    a, b = verdict(interval, low, "above"), verdict(interval, high, "below")
+    if a == HOLDS and b == HOLDS:
+        return HOLDS
+    return DOES_NOT_HOLD if DOES_NOT_HOLD in (a, b) else INCONCLUSIVE
+
+
+def _fmt(i: Interval | None, value: float, fmt: str = ".3f") -> str:
+    return f"{value:{fmt}}" if i is None else f"{i.mean:{fmt}} ± {i.half_width:{fmt}}"
+
+
+# --------------------------------------------------------------------------------------------------
 # The sweep of drop rates, and the train/eval pitfall
 # --------------------------------------------------------------------------------------------------
 class NumpyRun:
     """One training run of a :class:`reference.NumpyNet` with dropout ``p``, advanced an epoch at a time (so that
-    several runs can be timed round-robin). Per epoch the history records the training seconds (evaluation
-    excluded), and loss and accuracy on the whole training set (in eval mode) and on the validation set."""
+    several runs can be timed round-robin). Per epoch the history records the training seconds as CPU time of the
+    process (``time.process_time``; numpy's BLAS on one thread: on a quiet machine this is the wall time, and
+    another process on a shared machine does not add to it; evaluation excluded), and loss and accuracy on the
+    whole training set (in eval mode) and on the validation set. ``seed``: the run seed (weights, batches, masks)."""
 
     def __init__(self, splits: Splits, p: float, forward: Forward = reference.dropout_forward,
                  backward: Backward = reference.dropout_backward, *, widths=WIDTHS, batch_size: int = BATCH,
@@ -129,68 +167,108 @@ class NumpyRun:
         self.x, self.y, self.xv, self.yv = (a.numpy() for a in (splits.x_train, splits.y_train, splits.x_val,
                                                                  splits.y_val))
         self.net = reference.NumpyNet([self.x.shape[1], *widths, splits.n_classes], p, forward, backward, seed=seed)
-        self.history = History(config={"p": p, "impl": "numpy"}, device="cpu")
+        self.history = History(config={"p": p, "impl": "numpy", "seed": seed}, device="cpu")
         self.batch_size = batch_size
 
     def epoch(self) -> None:
         n, net, h = len(self.x), self.net, self.history
         with threadpool_limits(BLAS_THREADS):
-            t0 = time.perf_counter()
+            t0 = time.process_time()
             order = net.shuffle_rng.permutation(n)
             for i in range(0, n, self.batch_size):
                 net.train_step(self.x[order[i:i + self.batch_size]], self.y[order[i:i + self.batch_size]])
-            secs = time.perf_counter() - t0
+            secs = time.process_time() - t0
             (tl, ta), (vl, va) = net.evaluate(self.x, self.y), net.evaluate(self.xv, self.yv)
         steps = math.ceil(n / self.batch_size)
         h.append({"epoch": len(h), "train_loss": tl, "train_acc": ta, "val_loss": vl, "val_acc": va,
-                  "seconds": secs, "samples_per_s": n / secs, "step_seconds": secs / steps})
+                  "seconds": secs, "samples_per_s": n / max(secs, 1e-9), "step_seconds": secs / steps})
         h.steps += steps
+
+
+METRICS = ("train_acc", "val_acc", "best_val_acc", "gap", "epoch_s")
+
+
+def run_metric(h: History, metric: str) -> float:
+    """One run's number: last-epoch train / val accuracy, best val accuracy, the last epoch's train − val gap,
+    or the median seconds per epoch."""
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    return {"train_acc": lambda: h.train_acc[-1], "val_acc": lambda: h.val_acc[-1],
+            "best_val_acc": lambda: h.best("val_acc")[1], "gap": lambda: h.train_acc[-1] - h.val_acc[-1],
+            "epoch_s": lambda: float(np.median(h.seconds))}[metric]()
 
 
 @dataclass
 class SweepRow:
+    """One drop rate over the seeds: means of the runs' last-epoch accuracies, best val accuracy and gap (with
+    95% intervals when there are two runs or more), and the median of the runs' median seconds per epoch."""
+
     p: float
     train_acc: float
     val_acc: float
     best_val_acc: float
     gap: float  # train_acc - val_acc, last epoch
-    epoch_s: float  # median training seconds per epoch
+    epoch_s: float  # median CPU seconds per epoch
+    n: int = 1
+    best_ci: Interval | None = None
+    gap_ci: Interval | None = None
 
 
 @dataclass
 class Sweep:
-    """One numpy run per dropout rate (same data, seed and epochs): histories and trained nets."""
+    """Numpy runs per dropout rate, the same ``seeds`` for every rate (paired: run i of every rate has the same
+    initial weights and batch order): ``histories[p][i]`` is seed ``seeds[i]``'s run; ``nets[p]`` the first
+    seed's trained net."""
 
     ps: list[float]
-    histories: dict[float, History]
+    histories: dict[float, list[History]]
+    seeds: list[int] = field(default_factory=list)
     nets: dict[float, reference.NumpyNet] = field(default_factory=dict)
+
+    def values(self, p: float, metric: str) -> list[float]:
+        """``metric`` (see :func:`run_metric`) of every seed's run at drop rate ``p``, in seed order."""
+        return [run_metric(h, metric) for h in self.histories[p]]
 
     def rows(self) -> list[SweepRow]:
         return [self.row(p) for p in self.ps]
 
     def row(self, p: float) -> SweepRow:
-        h = self.histories[p]
-        return SweepRow(p, h.train_acc[-1], h.val_acc[-1], h.best("val_acc")[1], h.train_acc[-1] - h.val_acc[-1],
-                        float(np.median(h.seconds)))
+        v = {m: self.values(p, m) for m in METRICS}
+        return SweepRow(p, *(float(np.mean(v[m])) for m in METRICS[:4]), float(np.median(v["epoch_s"])),
+                        len(v["gap"]), maybe_interval(v["best_val_acc"]), maybe_interval(v["gap"]))
 
     def table(self) -> str:
-        lines = [f"{'p':>5} {'train acc':>10} {'val acc':>8} {'best val':>9} {'gap':>7} {'s/epoch':>8}"]
-        lines += [f"{r.p:>5.2f} {r.train_acc:>10.3f} {r.val_acc:>8.3f} {r.best_val_acc:>9.3f} {r.gap:>7.3f} "
-                  f"{r.epoch_s:>8.4f}" for r in self.rows()]
+        n = len(self.histories[self.ps[0]])
+        lines = [f"{n} run(s) per p, the same seeds for every p; means" + (" ± 95% interval" if n > 1 else "")
+                 + "; s/epoch: median CPU time",
+                 f"{'p':>5} {'train acc':>10} {'val acc':>8} {'best val':>15} {'gap':>15} {'s/epoch':>8}"]
+        lines += [f"{r.p:>5.2f} {r.train_acc:>10.3f} {r.val_acc:>8.3f} {_fmt(r.best_ci, r.best_val_acc):>15} "
+                  f"{_fmt(r.gap_ci, r.gap):>15} {r.epoch_s:>8.4f}" for r in self.rows()]
         return "\n".join(lines)
 
 
 def dropout_sweep(forward: Forward = reference.dropout_forward, backward: Backward = reference.dropout_backward,
                   ps: Sequence[float] = (0.0, 0.2, 0.5), *, epochs: int = EPOCHS, splits: Splits | None = None,
-                  seed: int | None = None) -> Sweep:
-    """Train the numpy MLP once per dropout rate in ``ps`` with the given dropout pair. The runs take turns, an
-    epoch each, so that a change of load on a shared machine hits every run alike (fair seconds per epoch)."""
-    splits = splits if splits is not None else lesson_splits(seed=seed)
-    runs = {p: NumpyRun(splits, p, forward, backward, seed=seed) for p in ps}
+                  seeds: Sequence[int] | None = None, n_seeds: int = N_SEEDS) -> Sweep:
+    """Train the numpy MLP with the given dropout pair once per drop rate in ``ps`` and per run seed (``seeds``,
+    default :func:`run_seeds` (``n_seeds``)). The runs take turns, an epoch each, so that a change of load on a
+    shared machine hits every run alike (fair seconds per epoch)."""
+    ps = [check_p(p, "ps[]") for p in ps]
+    if not ps or len(set(ps)) != len(ps):
+        raise BadArgument(f"ps={ps!r}: give one or more distinct drop rates, e.g. (0.0, 0.2, 0.5)")
+    epochs = check_int(epochs, "epochs", low=1)
+    seeds = [check_int(s, "seeds[]", low=0) for s in seeds] if seeds is not None else run_seeds(
+        check_int(n_seeds, "n_seeds", low=1))
+    if not seeds:
+        raise BadArgument("seeds=[]: give at least one run seed (or leave seeds=None and set n_seeds)")
+    splits = splits if splits is not None else lesson_splits()
+    runs = {p: [NumpyRun(splits, p, forward, backward, seed=s) for s in seeds] for p in ps}
     for _ in range(epochs):
-        for run in runs.values():
-            run.epoch()
-    return Sweep(list(ps), {p: r.history for p, r in runs.items()}, {p: r.net for p, r in runs.items()})
+        for i in range(len(seeds)):
+            for p in ps:
+                runs[p][i].epoch()
+    return Sweep(list(ps), {p: [r.history for r in rs] for p, rs in runs.items()}, seeds,
+                 {p: rs[0].net for p, rs in runs.items()})
 
 
 @dataclass
@@ -208,6 +286,7 @@ class Pitfall:
 
 def train_vs_eval(net: reference.NumpyNet, splits: Splits, repeats: int = 5, seed: int | None = None) -> Pitfall:
     """Evaluate ``net`` on the validation set in eval mode (deterministic) and in train mode (noisy, lower)."""
+    repeats = check_int(repeats, "repeats", low=1)
     x, y = splits.x_val.numpy(), splits.y_val.numpy()
     rng = numpy_rng(seed, stream=34)
     accs = [net.evaluate(x, y, train=True, rng=rng)[1] for _ in range(repeats)]
@@ -231,7 +310,7 @@ class TargetRow:
 
 @dataclass
 class ComputeToTarget:
-    """Time per epoch, epochs to ``target`` val accuracy, and their product (compute to target), per run."""
+    """One seed: time per epoch, epochs to ``target`` val accuracy, and their product (compute to target), per run."""
 
     target: float
     rows: list[TargetRow]
@@ -266,41 +345,115 @@ def compute_to_target(runs: dict[str, History], target: float | None = None) -> 
 
 
 @dataclass
+class PairedTarget:
+    """Compute to target over paired seeds: per seed, the run without dropout and the run with drop rate ``p``
+    (same seed), the target being 98% of that seed's no-dropout best. A run that never reaches its target is
+    counted at all its epochs (``cap``): its ratio is then a lower bound (``censored`` counts them)."""
+
+    p: float
+    seeds: list[int]
+    per_seed: list[ComputeToTarget]
+    cap: int  # epochs of each run
+    where: str = "numpy, CPU"
+
+    def _pair(self, c: ComputeToTarget) -> tuple[TargetRow, TargetRow]:
+        return c.rows[0], c.rows[1]
+
+    @property
+    def censored(self) -> int:
+        return sum(c.rows[1].epochs is None for c in self.per_seed)
+
+    def epochs_ratio(self) -> list[float]:
+        """Per seed: epochs to target with dropout / without (a run that never reached it counted at ``cap``)."""
+        return [(d.epochs or self.cap) / b.epochs for b, d in map(self._pair, self.per_seed)]
+
+    def epoch_s_ratio(self) -> list[float]:
+        """Per seed: seconds per epoch with dropout / without."""
+        return [d.epoch_s / b.epoch_s for b, d in map(self._pair, self.per_seed)]
+
+    def seconds_ratio(self) -> list[float]:
+        """Per seed: seconds to target with dropout / without (epochs ratio × seconds-per-epoch ratio)."""
+        return [e * s for e, s in zip(self.epochs_ratio(), self.epoch_s_ratio())]
+
+    def table(self) -> str:
+        lines = [f"compute to target ({self.where}); target = 98% of each seed's best val accuracy without dropout",
+                 f"{'seed':>11} {'target':>7} {'epochs p=0':>11} {f'p={self.p:g}':>7} {'s/epoch p=0':>12} "
+                 f"{f'p={self.p:g}':>7} {'time ratio':>11}"]
+        for s, c, r in zip(self.seeds, self.per_seed, self.seconds_ratio()):
+            b, d = self._pair(c)
+            e = f">{self.cap}" if d.epochs is None else str(d.epochs)
+            lines.append(f"{s:>11} {c.target:>7.3f} {b.epochs:>11} {e:>7} {b.epoch_s:>12.4f} {d.epoch_s:>7.4f} "
+                         f"{r:>10.2f}x")
+        return "\n".join(lines)
+
+
+def paired_target(base: Sequence[History], drop: Sequence[History], p: float, seeds: Sequence[int],
+                  where: str = "numpy, CPU") -> PairedTarget:
+    """:class:`PairedTarget` from runs without dropout (``base``) and with drop rate ``p``, run i of both seed i."""
+    per = [compute_to_target({"p=0": b, f"p={p:g}": d}) for b, d in zip(base, drop)]
+    return PairedTarget(p, list(seeds), per, len(drop[0]), where)
+
+
+def sweep_target(sweep: Sweep, p: float = 0.5) -> PairedTarget:
+    """Compute to target of the sweep's runs at drop rate ``p`` against its runs without dropout."""
+    p = check_p(p)
+    if 0.0 not in sweep.histories or p not in sweep.histories or p == 0.0:
+        raise BadArgument(f"p={p!r}: the sweep must hold runs at p = 0 and at p, and p > 0 (it has ps={sweep.ps})")
+    return paired_target(sweep.histories[0.0], sweep.histories[p], p, sweep.seeds)
+
+
+@dataclass
 class LayerCost:
-    """Seconds (the fastest of interleaved rounds), numpy, one activation of ``shape``: a plain copy, your dropout
-    forward + backward, and the next layer's matrix product on the dense activation and on the one with dropped
-    units."""
+    """Median CPU seconds (numpy, one thread, interleaved rounds) for one activation of ``shape``: a plain copy, your
+    dropout forward + backward, the next layer's matrix product on the dense activation and on the same one with
+    dropped units, and a control: the product over only the kept half of the units (what skipping the dropped ones
+    would cost). ``dropped_ratio`` / ``kept_ratio``: that product's time over the dense one's, per group of rounds."""
 
     shape: tuple[int, int]
     copy: float
     dropout: float
     matmul_dense: float
     matmul_dropped: float
+    matmul_kept: float = float("nan")
+    dropped_ratio: list[float] = field(default_factory=list)
+    kept_ratio: list[float] = field(default_factory=list)
 
     def lines(self) -> str:
         rows = (("copy of the activation", self.copy), ("your dropout fwd+bwd", self.dropout),
-                ("next matmul, dense input", self.matmul_dense), ("next matmul, units dropped", self.matmul_dropped))
+                ("next matmul, dense input", self.matmul_dense), ("next matmul, units dropped", self.matmul_dropped),
+                ("control: kept half only", self.matmul_kept))
         return "\n".join(f"  {k:<27} {v * 1e6:8.1f} µs  ({v / self.copy:5.1f}x a copy)" for k, v in rows)
 
 
 def layer_cost(forward: Forward = reference.dropout_forward, backward: Backward = reference.dropout_backward,
-               shape: tuple[int, int] = (BATCH, WIDTHS[0]), p: float = 0.5, repeats: int = 25,
+               shape: tuple[int, int] = (BATCH, WIDTHS[0]), p: float = 0.5, repeats: int = 20,
                seed: int | None = None) -> LayerCost:
     """What one dropout layer costs, and what it does not save: ``h @ W`` takes as long with half of ``h``
-    zeroed as without (a dense matrix product multiplies the zeros too)."""
+    zeroed as without (a dense matrix product multiplies the zeros too), while a product over only the kept
+    half of the units (as if whole units were dropped for the batch and skipped) takes about half as long.
+    ``repeats`` groups of 3 interleaved rounds: each group gives one ratio (:func:`min_ratios`)."""
+    shape, p, repeats = check_shape(shape), check_p(p), check_int(repeats, "repeats", low=1)
+    if len(shape) != 2 or 0 in shape or p == 0.0:
+        raise BadArgument(f"shape={shape!r}, p={p!r}: need a 2-d activation (batch, units) with both sizes > 0 and "
+                          "p > 0 (at p = 0 nothing is dropped to compare)")
     rng = numpy_rng(seed, stream=35)
     h = rng.standard_normal(shape).astype(np.float32)
     w = rng.standard_normal((shape[1], shape[1])).astype(np.float32)
     dropped = forward(h, p, True, rng)[0]
+    kept = np.sort(rng.permutation(shape[1])[: round(shape[1] * (1 - p))])
+    h_kept, w_kept = np.ascontiguousarray(h[:, kept]), np.ascontiguousarray(w[kept])
 
     def fwd_bwd() -> None:
         out, cache = forward(h, p, True, rng)
         backward(out, cache)
 
-    fns = {"copy": h.copy, "dropout": fwd_bwd, "dense": lambda: h @ w, "dropped": lambda: dropped @ w}
-    with threadpool_limits(BLAS_THREADS):  # pure compute: only interference adds time, so the fastest round counts
-        t = {k: v.min for k, v in time_interleaved(fns, rounds=repeats, warmup=3).items()}
-    return LayerCost(shape, t["copy"], t["dropout"], t["dense"], t["dropped"])
+    fns = {"copy": h.copy, "dropout": fwd_bwd, "dense": lambda: h @ w, "dropped": lambda: dropped @ w,
+           "kept": lambda: h_kept @ w_kept}
+    with threadpool_limits(BLAS_THREADS):
+        t = cpu_rounds(fns, rounds=3 * repeats)
+    med = {k: float(np.median(v)) for k, v in t.items()}
+    return LayerCost(shape, med["copy"], med["dropout"], med["dense"], med["dropped"], med["kept"],
+                     min_ratios(t["dropped"], t["dense"]), min_ratios(t["kept"], t["dense"]))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -316,15 +469,29 @@ def train_one(splits: Splits, p: float, *, epochs: int = EPOCHS, widths=WIDTHS, 
                seed=seed, eval_train=True, config={"p": p, "widths": list(widths)})
 
 
-def gpu_compute_to_target(splits: Splits, p: float = 0.5, epochs: int = EPOCHS) -> ComputeToTarget | None:
-    """The compute-to-target comparison in PyTorch on the GPU (CUDA or MPS), or None when there is none."""
+def torch_target(splits: Splits, p: float = 0.5, *, device: str = "cpu", seeds: Sequence[int] | None = None,
+                 epochs: int = EPOCHS, widths=WIDTHS) -> PairedTarget:
+    """Compute to target in PyTorch (``nn.Dropout``) on ``device``: every seed's run without dropout and with ``p``,
+    the seeds trained at once (:func:`lessons_lib.multiseed.fit_seeds`); seconds per epoch are the stacked run's
+    time per seed (wall time, device synchronized)."""
+    seeds = list(seeds) if seeds is not None else run_seeds()
+    device, p = str(pick_device(device)), check_p(p)  # "cuda" without a GPU: DeviceUnavailableError
+
+    def runs(q: float) -> list[History]:
+        return [r.history for r in fit_seeds(lambda: mlp(splits.n_features, list(widths), splits.n_classes,
+                                                         dropout=q), splits, seeds, epochs=epochs, lr=LR,
+                                             batch_size=BATCH, device=device, eval_train=True)]
+
+    return paired_target(runs(0.0), runs(p), p, seeds, where=f"PyTorch, {device}")
+
+
+def gpu_compute_to_target(splits: Splits, p: float = 0.5, epochs: int = EPOCHS,
+                          seeds: Sequence[int] | None = None) -> PairedTarget | None:
+    """:func:`torch_target` on the GPU (CUDA or MPS), or None when there is none."""
     from ..device import available_devices
 
     gpus = [d for d in available_devices() if d != "cpu"]
-    if not gpus:
-        return None
-    return compute_to_target({f"{gpus[0]} p=0": train_one(splits, 0.0, epochs=epochs, device=gpus[0]),
-                              f"{gpus[0]} p={p:g}": train_one(splits, p, epochs=epochs, device=gpus[0])})
+    return torch_target(splits, p, device=gpus[0], seeds=seeds, epochs=epochs) if gpus else None
 
 
 def experiment(*, device: str, callbacks: list, p: float = 0.5, epochs: int = 20, width: int = 256,
@@ -355,39 +522,58 @@ def make_panel():
 # --------------------------------------------------------------------------------------------------
 # Claims
 # --------------------------------------------------------------------------------------------------
-def claims(sweep: Sweep, ctt: ComputeToTarget, p_drop: float, cost: LayerCost,
-           gpu_ctt: ComputeToTarget | None = None) -> Claims:
-    """The lesson's claims table from the sweep, the compute-to-target table and the layer cost."""
+OVERFIT_GAP = 0.1  # "far above": a train − val gap of more than 10 points
+TWICE = (1.5, 2.5)  # "about twice the epochs"
+SAME_COST = (0.9, 1.1)  # "takes as long": within ±10%
+CONTROL_FASTER = 0.8  # the control (kept half only) must be clearly faster, or the timer cannot tell
+
+
+def _wastes(c: Claims, t: PairedTarget | None, device: str, source: str) -> None:
+    claim = (f"'Dropout wastes compute', on this {device}: reaching the same val accuracy takes more {device} time "
+             "with dropout (p=0.5) than without")
+    if t is None:
+        c.add(claim, source, f"no {device} on this machine", None)
+        return
+    r = mean_interval(t.seconds_ratio())
+    v = verdict(r, 1.0)
+    if t.censored and v == DOES_NOT_HOLD:  # a censored ratio is a lower bound: "less" is not shown
+        v = INCONCLUSIVE
+    c.add(claim, source, f"time to target with / without dropout, per seed ({t.where}): {r.format('.2f', unit='x')}"
+          f"; {t.censored} of {len(t.seeds)} runs with dropout never reached it (counted at {t.cap} epochs)", v)
+
+
+def claims(sweep: Sweep, target: PairedTarget, cost: LayerCost, gpu: PairedTarget | None = None) -> Claims:
+    """The lesson's claims from the paired sweep, its compute to target and the layer cost; each number noise can
+    move has its interval over seeds (or timing rounds) and a three-valued verdict."""
     c = Claims("03 dropout")
-    r0, rp = sweep.row(0.0), sweep.row(p_drop)
-    c.add("Without regularization the network overfits: train accuracy far above val accuracy",
-          "002 (over-fitting), 004", f"train-val gap {r0.gap:.3f} at p=0 (train {r0.train_acc:.3f})", r0.gap > 0.1)
-    c.add(f"Dropout (p={p_drop:g}) shrinks the train/val gap", "002 ('NO' half), 004",
-          f"gap {r0.gap:.3f} → {rp.gap:.3f}", rp.gap < r0.gap)
-    c.add(f"Dropout (p={p_drop:g}) improves the best val accuracy", "002 ('NO': it is needed)",
-          f"best val acc {r0.best_val_acc:.3f} → {rp.best_val_acc:.3f}", rp.best_val_acc > r0.best_val_acc)
-    t0, tp = ctt.rows[0], ctt.rows[1]
-    if t0.seconds is not None and tp.seconds is not None:
-        c.add(f"'Dropout wastes compute': reaching the same val accuracy ({ctt.target:.3f}) costs more with it",
-              "002 ('YES' half), CPU", f"{tp.seconds:.2f} s vs {t0.seconds:.2f} s to target "
-              f"({tp.seconds / t0.seconds:.2f}x; {tp.epochs} vs {t0.epochs} epochs)", tp.seconds > t0.seconds)
-    else:
-        c.add("'Dropout wastes compute': reaching the same val accuracy costs more with it", "002, CPU",
-              "a run did not reach the target", tp.seconds is None)
-    c.add("An epoch with dropout costs more time than one without (CPU)", "002 ('YES' half)",
-          f"{rp.epoch_s / r0.epoch_s:.2f}x the no-dropout epoch", rp.epoch_s > r0.epoch_s)
-    ratio = tp.epochs / t0.epochs if tp.epochs and t0.epochs else float("nan")
-    c.add("'The GPU has to work twice as hard' (p = 0.5: about 2x the epochs to the same accuracy)", "002",
-          f"{ratio:.2f}x the epochs", None if math.isnan(ratio) else 1.5 <= ratio <= 2.5)
-    r = cost.matmul_dropped / cost.matmul_dense
-    c.add("The dropped units are still computed: the next (dense) matrix product costs as much as without dropout",
-          "002 ('waste')", f"{r:.2f}x the time of the product on the dense activation", 0.8 <= r <= 1.25)
-    if gpu_ctt is None:
-        c.add("The same on a GPU", "002", "no GPU on this machine", None)
-    else:
-        g0, gp = gpu_ctt.rows[0], gpu_ctt.rows[1]
-        ok = g0.seconds is not None and gp.seconds is not None
-        c.add("The same on a GPU: reaching the target costs more with dropout", "002, GPU",
-              f"{gp.seconds:.2f} s vs {g0.seconds:.2f} s" if ok else "a run did not reach the target",
-              (gp.seconds > g0.seconds) if ok else None)
+    p = target.p
+    gap0, gapp = sweep.values(0.0, "gap"), sweep.values(p, "gap")
+    i = mean_interval(gap0)
+    c.add(f"Without regularization the network overfits: train accuracy far above val accuracy (gap > "
+          f"{OVERFIT_GAP:g})", "seed 002 (over-fitting); seed 004", f"train − val gap at p=0: {i.format()}",
+          verdict(i, OVERFIT_GAP))
+    d = paired_interval(gap0, gapp)
+    c.add(f"Dropout (p={p:g}) shrinks the train/val gap", "seed 002 ('NO' half); seed 004",
+          f"gap without − gap with dropout, paired: {d.format()}", verdict(d, 0.0))
+    d = paired_interval(sweep.values(p, "best_val_acc"), sweep.values(0.0, "best_val_acc"))
+    c.add(f"Dropout (p={p:g}) improves the best val accuracy", "seed 002 ('NO': it is needed)",
+          f"best val acc with − without dropout, paired: {d.format('.1f', scale=100, unit=' pts')}", verdict(d, 0.0))
+    _wastes(c, target, "CPU", "seed 002 ('YES' half; the post says GPU)")
+    r = mean_interval(target.epoch_s_ratio())
+    c.add(f"An epoch with dropout (p={p:g}) takes more time than one without, on this CPU", "seed 002 ('YES' half)",
+          f"seconds per epoch with / without, per seed: {r.format('.2f', unit='x')}", verdict(r, 1.0))
+    r = mean_interval(target.epochs_ratio())
+    v = within(r, *TWICE)
+    if target.censored and r.high < TWICE[0]:  # censored ratios are lower bounds
+        v = INCONCLUSIVE
+    c.add(f"'The GPU has to work twice as hard': at p={p:g} about twice the epochs ({TWICE[0]:g}x–{TWICE[1]:g}x) to "
+          "the same val accuracy (an epoch count, the same on any device)", "seed 002",
+          f"epochs to target with / without, per seed: {r.format('.2f', unit='x')}", v)
+    r, k = mean_interval(cost.dropped_ratio), mean_interval(cost.kept_ratio)
+    v = within(r, *SAME_COST) if verdict(k, CONTROL_FASTER, "below") == HOLDS else INCONCLUSIVE
+    c.add(f"On this CPU, the dropped units are still computed: the next dense matrix product takes as long as "
+          f"without dropout (within ±{SAME_COST[1] - 1:.0%}; numpy, one thread)", "seed 002 ('waste'); lesson",
+          f"time with units dropped / dense: {r.format('.3f', unit='x')}; control, the kept half only: "
+          f"{k.format('.2f', unit='x')}", v)
+    _wastes(c, gpu, "GPU", "seed 002")
     return c

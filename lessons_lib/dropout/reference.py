@@ -24,7 +24,21 @@ import numpy as np
 from .. import numpy_layers as nl
 from ..gradcheck import numerical_gradient_array, relative_error
 from ..seeds import get_seed, numpy_rng
-from ..validate import check_p
+from ..validate import BadArgument, check_p
+
+
+def _activation(x, name: str) -> np.ndarray:
+    """``x`` as a numeric numpy array (lists are converted); bools, strings and objects are refused."""
+    if isinstance(x, (str, bytes)) or x is None:
+        raise BadArgument(f"{name}={x!r}: must be a numeric numpy array, e.g. np.ones((4, 8))")
+    try:
+        a = np.asarray(x)
+    except (TypeError, ValueError) as e:  # ragged lists and the like
+        raise BadArgument(f"{name}: cannot be read as a numeric array ({e}); pass a numpy array") from None
+    if a.dtype == bool or a.dtype.kind not in "iuf":
+        raise BadArgument(f"{name} has dtype {a.dtype}: must be a numeric (float or integer) array; use "
+                          f"{name}.astype(np.float64)")
+    return a
 
 
 def dropout_forward(x: np.ndarray, p: float, train: bool = True,
@@ -36,6 +50,11 @@ def dropout_forward(x: np.ndarray, p: float, train: bool = True,
     ``rng``: the numpy Generator the mask is drawn from (None: a fresh, unseeded one).
     """
     p = check_p(p)
+    x = _activation(x, "x")
+    if not isinstance(train, (bool, np.bool_)):
+        raise BadArgument(f"train={train!r}: must be True (training: draw a mask) or False (evaluation: identity)")
+    if rng is not None and not isinstance(rng, np.random.Generator):
+        raise BadArgument(f"rng={rng!r}: must be a numpy Generator (np.random.default_rng(seed)) or None")
     if not train or p == 0.0:
         return x, (None, p)
     if rng is None:
@@ -48,11 +67,23 @@ def dropout_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
     """d loss / d x, given ``dout`` = d loss / d out and the forward's ``cache = (keep, p)``.
 
     The same mask and scale as the forward pass (out is linear in x); the identity when ``keep`` is None.
+    ``dout`` must have the mask's shape exactly: a gradient of another shape is refused, never broadcast.
     """
+    if not isinstance(cache, tuple) or len(cache) != 2:
+        raise BadArgument(f"cache must be the forward's (keep, p) pair, got {type(cache).__name__}"
+                          + (f" of length {len(cache)}" if isinstance(cache, (tuple, list)) else "")
+                          + ": pass the second value dropout_forward returned")
     keep, p = cache
+    dout = _activation(dout, "dout")
     if keep is None:
         return dout
-    return dout * keep / (1.0 - p)
+    if not isinstance(keep, np.ndarray) or keep.dtype != bool:
+        raise BadArgument("cache[0] must be the forward's bool keep mask (or None in eval mode), got "
+                          f"{type(keep).__name__}: pass the cache dropout_forward returned")
+    if dout.shape != keep.shape:
+        raise BadArgument(f"dout has shape {dout.shape} but the forward's mask has shape {keep.shape}: the upstream "
+                          "gradient must have the shape of the layer's output (no broadcasting)")
+    return dout * keep / (1.0 - check_p(p, "cache[1] (p)"))
 
 
 def gradient_error(forward=dropout_forward, backward=dropout_backward, shape: tuple[int, int] = (5, 7),

@@ -15,16 +15,17 @@ the shortest case where it shows.
 
 from __future__ import annotations
 
+import inspect
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from ..callbacks import TrainState
+from ..callbacks import Callback, TrainState
 from ..exercises import CheckResult, Mistake, check_answer, check_code
 from ..history import History
 
@@ -86,8 +87,9 @@ def keras_outcome(values: Sequence[float], patience: int, min_delta: float = 0.0
                   baseline: float | None = None, mistakes: frozenset[str] = frozenset()) -> Outcome:
     """Keras 3's EarlyStopping on ``values``, stated as rules about the whole sequence:
 
-    1. The improvements form a chain: epoch 0, then each time the first later epoch whose value beats the
-       previous link of the chain by more than |min_delta|.
+    1. The improvements form a chain: epoch 0 (Keras starts with no best at all, so the first value counts even
+       if it is NaN), then each time the first later epoch whose value beats the previous link of the chain by more
+       than |min_delta| (nothing beats a NaN, and a NaN beats nothing).
     2. An improvement *resets* the count if there is no baseline or its value also beats the baseline.
     3. Training stops after the first epoch that is not an improvement and lies at least ``patience`` epochs
        after the last reset before it (-1 if there was none): that many epochs in a row brought nothing.
@@ -259,11 +261,32 @@ def _diagnose_weights(cls: type, got: dict[Case, float]) -> None:
                   + " Keep a copy of the weights at each improvement, and restore it in on_train_end.")
 
 
+KERAS_ARGS = dict(monitor="val_loss", mode="min", min_delta=0.0, patience=0, restore_best_weights=False, baseline=None)
+
+
+def _is_callback_class(cls: Any) -> None:
+    """Raise :class:`Mistake` unless ``cls`` is a Callback class whose constructor takes Keras's keywords."""
+    if not isinstance(cls, type):
+        raise Mistake(f"MyEarlyStopping should be a class (class MyEarlyStopping(Callback): ...), got "
+                      f"{type(cls).__name__} {cls!r:.60}. Pass the class itself.")
+    if not issubclass(cls, Callback):
+        raise Mistake(f"{cls.__name__} should be a subclass of Callback (class {cls.__name__}(Callback): ...), so "
+                      "that fit can call it.")
+    try:
+        inspect.signature(cls).bind(**KERAS_ARGS)
+    except TypeError:
+        raise Mistake(f"{cls.__name__}'s constructor must take Keras's keywords ({', '.join(KERAS_ARGS)}); "
+                      f"yours is {cls.__name__}{inspect.signature(cls)}.") from None
+    except ValueError:
+        pass
+
+
 def check_early_stopping(cls: type) -> CheckResult:
     """The learner's early-stopping class against Keras 3 semantics on :func:`cases` (stop epoch and the
     weights left in the model)."""
 
     def body(cls: type) -> None:
+        _is_callback_class(cls)
         runs = {case: drive(cls, case) for case in cases()}
         stops = {case: r[0] for case, r in runs.items()}
         if any(stop != case.outcome().stop_epoch for case, stop in stops.items()):
@@ -273,7 +296,7 @@ def check_early_stopping(cls: type) -> CheckResult:
             _diagnose_weights(cls, weights)
 
     return check_code(
-        "MyEarlyStopping", cls, body,
+        "MyEarlyStopping", cls, body, kind="class",
         praise=f"It stops where Keras 3's EarlyStopping stops, and leaves the same weights, on all {len(cases())} "
                "sequences (ties, plateaus, both modes, min_delta, baselines).",
         not_written="Fill in improves, on_epoch_end and on_train_end.")
@@ -300,7 +323,8 @@ def check_stop_epoch(answer: int | None, quiz: Quiz) -> CheckResult:
     mistakes = {right.stop_epoch + 1: "count the epochs from 0: the first value is epoch 0."} \
         if right.stop_epoch is not None else {}
     mistakes.update(_mistaken_answers(found, right.stop_epoch))
-    return check_answer(never if answer is None else answer, never if right.stop_epoch is None else right.stop_epoch,
+    answer = never if answer is None else answer
+    return check_answer(answer, never if right.stop_epoch is None else right.stop_epoch,
                         exercise="stop_epoch", mistakes=mistakes,
                         praise=f"{quiz.patience} epochs in a row without an improvement by more than "
                                f"{quiz.min_delta:g} after the best at epoch {right.best_epoch}: it stops after epoch "

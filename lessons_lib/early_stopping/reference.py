@@ -4,9 +4,11 @@ after lesson 02. Usable on its own (:meth:`EarlyStopping.step`, one value per ep
 
 The rules, per value of the monitored quantity:
 
+* **direction**: ``mode="min"`` (a loss), ``"max"`` (an accuracy), or ``"auto"`` (the default, as in Keras 3):
+  decided from the name of ``monitor`` (:func:`direction_of`: "val_loss" is minimized, "val_acc" maximized).
 * **improvement** in ``mode="min"``: ``value < best - |min_delta|`` (strictly); in ``mode="max"``:
-  ``value > best + |min_delta|``. ``best`` starts at +inf (min) or -inf (max), so the first finite value
-  always improves. ``best`` and ``best_epoch`` change only on an improvement.
+  ``value > best + |min_delta|``. The first value always improves (Keras 3 starts with no best at all; ``best``
+  shows +inf or -inf until then). ``best`` and ``best_epoch`` change only on an improvement.
 * ``wait`` counts epochs since the last improvement: +1 every epoch, back to 0 on an improvement, unless a
   ``baseline`` is set and the value does not also beat the baseline (then the model has to beat the baseline
   within ``patience`` epochs).
@@ -14,7 +16,14 @@ The rules, per value of the monitored quantity:
   stop at the first epoch without improvement.
 * ``restore_best_weights=True``: a copy of the weights is kept at each improvement and loaded back into the
   model when training ends (Keras 3 does this at the end of training, stopped early or not).
-* a NaN or infinite value stops at once (the course's addition: Keras needs ``TerminateOnNaN`` for that).
+* a NaN after the first epoch is never an improvement (every comparison with it is false), so a run whose loss
+  turns NaN stops ``patience`` epochs later, as in Keras 3, which has no NaN rule of its own (stopping at once is
+  ``TerminateOnNaN``'s job). A NaN at the first epoch becomes the best, and nothing beats it afterwards.
+
+Bad settings are refused with a message naming the fix (:mod:`lessons_lib.validate`: numpy scalars are numbers,
+bools are not; a NaN or infinite ``min_delta`` or ``baseline`` is refused). A negative ``min_delta`` counts as its
+absolute value, as in Keras 3. One refusal is stricter than Keras 3: an unknown ``mode`` raises here, where Keras
+warns and falls back to "auto".
 
 Seed 004 of the course: "patience = K: terminate training when validation loss has no improvement in the
 past K epochs; min_delta = 0.01: only an improvement greater than 0.01 counts".
@@ -24,12 +33,51 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 
+import numpy as np
 import torch
 
 from ..callbacks import Callback, TrainState
+from ..validate import BadArgument, check_choice, check_float, check_int
 
-MODES = ("min", "max")
+MODES = ("auto", "min", "max")
+UP = ("acc", "auc", "precision", "recall", "f1", "iou")  # in a name: a quantity to maximize (Keras's "up" metrics)
+DOWN = ("loss", "error", "crossentropy", "hinge", "mse", "mae")  # ...and to minimize
+
+
+def direction_of(monitor: str, mode: str = "auto") -> str:
+    """"min" or "max": ``mode`` itself, or for ``mode="auto"`` the direction Keras 3 gives the quantity named
+    ``monitor``: the loss (any name ending in "loss") is minimized, accuracy-like metrics ("acc", "auc",
+    "precision", ...) are maximized, error-like ones minimized. Keras 3 reads the direction off the metric
+    object; the course's logs carry names only, so a name that says neither raises, as Keras 3 does for a metric
+    it cannot place."""
+    if not isinstance(monitor, str) or not monitor:
+        raise BadArgument(f"EarlyStopping monitor={monitor!r:.60}: must be the name of a logged quantity, e.g. "
+                          "'val_loss' or 'val_acc'")
+    mode = check_choice(mode, "EarlyStopping mode", MODES)
+    if mode != "auto":
+        return mode
+    name = monitor.lower().removeprefix("val_").removeprefix("train_")
+    if name.endswith("loss"):
+        return "min"
+    if any(k in name for k in UP):
+        return "max"
+    if any(k in name for k in DOWN):
+        return "min"
+    raise BadArgument(f"EarlyStopping monitor={monitor!r} with mode='auto': cannot tell whether {monitor!r} should "
+                      "be maximized or minimized; pass mode='max' (e.g. an accuracy) or mode='min' (e.g. a loss)")
+
+
+def _as_value(value: object, monitor: str) -> float:
+    """One epoch's value of the monitored quantity as a float: a number, or a one-element tensor/array (NaN and
+    inf pass: they are part of the rules above); a bool, a string or several numbers are refused."""
+    if isinstance(value, (torch.Tensor, np.ndarray)) and np.prod(value.shape, dtype=int) == 1:
+        value = value.item()
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise BadArgument(f"EarlyStopping got {monitor}={value!r:.60}: one number per epoch is needed (the epoch's "
+                          f"{monitor}), got {type(value).__name__}")
+    return float(value)
 
 
 class EarlyStopping(Callback):
@@ -43,32 +91,28 @@ class EarlyStopping(Callback):
     def __init__(
         self,
         monitor: str = "val_loss",
-        mode: str = "min",
+        mode: str = "auto",
         min_delta: float = 0.0,
         patience: int = 0,
         restore_best_weights: bool = False,
         baseline: float | None = None,
     ):
-        if mode not in MODES:
-            raise ValueError(f"EarlyStopping mode must be 'min' or 'max', got {mode!r} "
-                             "(use 'min' for a loss, 'max' for an accuracy)")
-        if not isinstance(patience, int) or isinstance(patience, bool) or patience < 0:
-            raise ValueError(f"EarlyStopping patience must be an integer >= 0 (epochs to wait), got {patience!r}")
-        if not math.isfinite(min_delta):
-            raise ValueError(f"EarlyStopping min_delta must be a finite number, got {min_delta!r}")
-        if baseline is not None and not math.isfinite(baseline):
-            raise ValueError(f"EarlyStopping baseline must be finite or None, got {baseline!r}")
-        self.monitor = monitor
-        self.mode = mode
-        self.min_delta = abs(float(min_delta))
-        self.patience = patience
-        self.restore_best_weights = restore_best_weights
-        self.baseline = baseline
+        self.direction = direction_of(monitor, mode)  # "min" or "max": what mode="auto" resolves to
+        self.monitor, self.mode = monitor, mode
+        self.min_delta = abs(check_float(min_delta, "EarlyStopping min_delta",  # Keras 3 takes |min_delta| too
+                                         fix="the smallest change that counts as an improvement, e.g. 0.01"))
+        self.patience = check_int(patience, "EarlyStopping patience", low=0,
+                                  fix="the number of epochs without improvement to wait, e.g. 3")
+        if not isinstance(restore_best_weights, (bool, np.bool_)):
+            raise BadArgument(f"EarlyStopping restore_best_weights={restore_best_weights!r}: must be True or False")
+        self.restore_best_weights = bool(restore_best_weights)
+        self.baseline = None if baseline is None else check_float(
+            baseline, "EarlyStopping baseline", fix="a value the monitored quantity must beat, or None")
         self.reset()
 
     def reset(self) -> None:
         """Forget everything seen so far (also done at the start of each ``fit``)."""
-        self.best = math.inf if self.mode == "min" else -math.inf
+        self.best = math.inf if self.direction == "min" else -math.inf
         self.best_epoch = -1
         self.wait = 0
         self.epoch = -1
@@ -79,7 +123,7 @@ class EarlyStopping(Callback):
 
     def is_improvement(self, value: float, reference: float) -> bool:
         """True when ``value`` beats ``reference`` by more than ``min_delta`` (strictly)."""
-        if self.mode == "min":
+        if self.direction == "min":
             return value < reference - self.min_delta
         return value > reference + self.min_delta
 
@@ -89,17 +133,12 @@ class EarlyStopping(Callback):
         With ``restore_best_weights`` and a ``model``, the best weights are copied on improvement and
         put back into the model when this call decides to stop.
         """
-        value = float(value)
+        value = _as_value(value, self.monitor)
         self.epoch += 1
         if self.stopped_epoch is not None:
             return True
-        if not math.isfinite(value):
-            self.stopped_epoch = self.epoch
-            self.stop_reason = f"{self.monitor} became {value} at epoch {self.epoch}"
-            self._restore(model)
-            return True
         self.wait += 1
-        if self.is_improvement(value, self.best):
+        if self.best_epoch < 0 or self.is_improvement(value, self.best):
             self.best, self.best_epoch = value, self.epoch
             if self.restore_best_weights and model is not None:
                 self.best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -137,6 +176,7 @@ class EarlyStopping(Callback):
         state.history.best_epoch = self.best_epoch
 
     def __repr__(self) -> str:
-        return (f"EarlyStopping(monitor={self.monitor!r}, mode={self.mode!r}, min_delta={self.min_delta:g}, "
+        return (f"EarlyStopping(monitor={self.monitor!r}, mode={self.mode!r} ({self.direction}), "
+                f"min_delta={self.min_delta:g}, "
                 f"patience={self.patience}, restore_best_weights={self.restore_best_weights}, "
                 f"baseline={self.baseline})")

@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable
 
 import numpy as np
+import torch
 
 from ..exercises import CheckResult, Mistake, check_answer, check_code, diagnose, expect, expect_shape
 from .lab import CollisionRates, RunResult, UnionSizes, agreeing_bits, pairs_at_angle
@@ -275,13 +276,19 @@ def check_bucket_collision(answer: float, rates: CollisionRates, degrees: float 
                                   "bucket needs all of them."})
 
 
+def _plain(value: object) -> object:
+    """A numpy / torch answer as Python values, so that an exact comparison of an array answer gives a verdict
+    (an array's ``==`` has no single truth value; core ``check_answer`` would raise)."""
+    return value.tolist() if isinstance(value, (np.ndarray, np.generic, torch.Tensor)) else value
+
+
 def check_hash_mults(answer: int, run: RunResult) -> CheckResult:
     """Multiplications to hash one pooled input with the run's LSH layer (pooling left out)."""
-    layer = run.layer
+    layer = run.layer if isinstance(run, RunResult) else None
     if layer is None or layer.index is None:
         raise ValueError("check_hash_mults needs an 'lsh' run of the sweep (its layer has the tables)")
     p, K, L = int(layer.index.pool.shape[1]), layer.K, layer.L
-    return check_answer(answer, p * K * L, exercise="hashing multiplications",
+    return check_answer(_plain(answer), p * K * L, exercise="hashing multiplications",
                         praise=f"{p} × {K} × {L} = {p * K * L:,}: one {p}-long dot product per bit, K = {K} bits per "
                         f"table, L = {L} tables.",
                         hint="Each of the K × L bits is the sign of one dot product of length pool_dim.",

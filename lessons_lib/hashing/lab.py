@@ -23,6 +23,8 @@ Units: "multiplications" are scalar multiplications (a dot product of length d c
 from __future__ import annotations
 
 import math
+import numbers
+import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,20 +38,32 @@ from ..callbacks import Callback
 from ..claims import Claims
 from ..data import Splits, load
 from ..device import pick_device
-from ..lsh import LshIndex, RebuildSchedule, check_active_fraction, topk_by_counts, units_kept
+from ..lsh import LshIndex, RebuildSchedule, check_active_fraction, check_k_l, topk_by_counts, units_kept
 from ..numpy_layers import (
     linear_backward,
     linear_forward,
     softmax_cross_entropy_backward,
     softmax_cross_entropy_forward,
 )
-from ..seeds import get_seed, numpy_rng, seed_everything, torch_generator
-from ..timing import Timing, time_it
+from ..seeds import check_seed, get_seed, numpy_rng, replicate_seeds, seed_everything, torch_generator
+from ..stats import Interval, Spread, mean_interval, median_range, paired_interval, verdict
+from ..timing import Timing, time_interleaved
 from ..training import History, evaluate, fit
+from ..validate import BadArgument, check_choice, check_float, check_int
 from . import reference
 from .reference import LookupFn, SimHashFn
 
 SELECTORS = ("lsh", "random", "topk", "dense", "dropout")
+MAX_UNITS = 1_000_000  # layer sizes: a million units of 40 inputs is ~160 MB of weights
+
+
+def _size(value: object, name: str, high: int = MAX_UNITS, fix: str = "") -> int:
+    """A whole number in [1, ``high``] (numpy integers accepted; bools, fractions, NaN refused): BadArgument."""
+    return check_int(value, name, low=1, high=high, fix=fix)
+
+
+def _seed(seed: object) -> int | None:
+    return None if seed is None else check_seed(seed)
 MODES = ("per_example", "union")
 
 
@@ -98,7 +112,16 @@ def collision_rates(angles: Sequence[float], *, simhash: SimHashFn = reference.s
                     n_pairs: int = 1000, K: int = 6, L: int = 16, seed: int | None = None) -> CollisionRates:
     """Hash ``n_pairs`` random pairs at each angle (radians) with ``simhash`` and L tables of K random
     hyperplanes; measure how often one bit, and a whole code, agree."""
-    rng = numpy_rng(seed, stream=91)
+    K, L = _size(K, "K", 30, "bits per table, e.g. 6"), _size(L, "L", 10_000, "tables, e.g. 16")
+    dim, n_pairs = _size(dim, "dim", 100_000, "e.g. 32"), _size(n_pairs, "n_pairs", 10**6, "e.g. 1000")
+    if dim < 2:
+        raise BadArgument(f"dim={dim}: two vectors at an angle need at least 2 dimensions")
+    fix = "angles in radians, from 0 to pi (np.radians(degrees))"
+    angles = [check_float(a, f"angles[{i}]", low=0.0, high=math.pi, fix=fix)
+              for i, a in enumerate(np.atleast_1d(np.asarray(angles, dtype=object)))]
+    if not angles:
+        raise BadArgument("angles=[]: give at least one angle (radians)")
+    rng = numpy_rng(_seed(seed), stream=91)
     planes = rng.standard_normal((L, K, dim))
     per_bit, per_bucket = [], []
     for a in angles:
@@ -154,9 +177,16 @@ def scratch_experiment(data: Splits, *, picker: str = "lsh", active_fraction: fl
                        lookup: LookupFn = reference.active_units, seed: int | None = None) -> ScratchRun:
     """Train the from-scratch sampled network with ``picker`` "lsh" (``simhash`` + ``lookup``: yours or the
     reference) or "random"; Adam updates only the rows of the units some example of the batch used."""
-    if picker not in ("lsh", "random"):
-        raise ValueError(f"picker must be 'lsh' or 'random', got {picker!r}")
-    rng = numpy_rng(seed, stream=94)
+    picker = check_choice(picker, "picker", ("lsh", "random"))
+    active_fraction = check_active_fraction(active_fraction)
+    width, epochs = _size(width, "width", fix="hidden units, e.g. 1000"), _size(epochs, "epochs", 10_000)
+    batch_size, pool_dim = _size(batch_size, "batch_size", 10**7), _size(pool_dim, "pool_dim", data.n_features)
+    lr = check_float(lr, "lr", low=0.0, low_open=True, fix="Adam's step size, e.g. 5e-3")
+    check_k_l(K, L)
+    for name, fn in (("simhash", simhash), ("lookup", lookup)):
+        if not callable(fn):
+            raise BadArgument(f"{name}={fn!r:.60}: pass a function (yours, or the reference's)")
+    rng = numpy_rng(_seed(seed), stream=94)
     x_tr, y_tr = data.x_train.double().numpy(), data.y_train.numpy()
     x_val, y_val = data.x_val.double().numpy(), data.y_val.numpy()
     n_in, k = data.n_features, units_kept(width, active_fraction)
@@ -272,18 +302,18 @@ class SampledHidden(nn.Module):
                  K: int = 6, L: int = 50, pool_dim: int = 8, mode: str = "per_example",
                  schedule: RebuildSchedule | None = None, seed: int | None = None):
         super().__init__()
-        if selector not in ("lsh", "random", "topk", "dense"):
-            raise ValueError(f"selector must be one of lsh, random, topk, dense; got {selector!r}")
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-        if n_in < 1 or n_out < 1:
-            raise ValueError(f"layer sizes must be >= 1, got n_in={n_in}, n_out={n_out}")
+        selector = check_choice(selector, "selector", ("lsh", "random", "topk", "dense"))
+        mode = check_choice(mode, "mode", MODES)
+        n_in, n_out = _size(n_in, "n_in", fix="input features, e.g. 40"), _size(n_out, "n_out", fix="e.g. 1000")
+        if selector == "lsh":
+            check_k_l(K, L)
+            pool_dim = _size(pool_dim, "pool_dim", n_in, f"numbers each input is pooled to, 1 to n_in={n_in}")
         self.n_in, self.n_out, self.selector, self.mode = n_in, n_out, selector, mode
         self.active_fraction = 1.0 if selector == "dense" else check_active_fraction(active_fraction)
         self.k = units_kept(n_out, self.active_fraction)
         lin = nn.Linear(n_in, n_out)  # PyTorch's default initialisation
         self.weight, self.bias = nn.Parameter(lin.weight.detach().clone()), nn.Parameter(lin.bias.detach().clone())
-        self.seed = get_seed() if seed is None else int(seed)
+        self.seed = get_seed() if seed is None else check_seed(seed)
         self.schedule = schedule or RebuildSchedule()
         self.K, self.L = int(K), int(L)
         self.index = LshIndex(n_in, n_out, K=K, L=L, pool_dim=pool_dim, schedule=self.schedule, seed=self.seed) \
@@ -378,6 +408,9 @@ def hashed_mlp(n_in: int, width: int, n_out: int, *, selector: str = "lsh", acti
     ``selector="dropout"`` gives the standard baseline instead: a dense hidden layer followed by
     ``torch.nn.Dropout(p = 1 - active_fraction)`` (it computes every unit, then zeros most of them).
     """
+    selector = check_choice(selector, "selector", SELECTORS)
+    n_in, n_out = _size(n_in, "n_in"), _size(n_out, "n_out")
+    width = _size(width, "width", fix="hidden units, e.g. 1000")
     if selector == "dropout":
         p = 1.0 - check_active_fraction(active_fraction)
         return nn.Sequential(nn.Linear(n_in, width), nn.ReLU(), nn.Dropout(p), nn.Linear(width, n_out))
@@ -396,7 +429,8 @@ def sampled_layer(model: nn.Module) -> SampledHidden | None:
 # --- experiments -----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Defaults:
-    """The lesson's default run: MNIST-1D, 40 -> 1000 (sampled) -> 10, Adam, K = 6 bits, L = 50 tables."""
+    """The lesson's default run: MNIST-1D, 40 -> 1000 (sampled) -> 10, Adam, K = 6 bits, L = 50 tables. Every
+    comparison is repeated over ``runs`` seeds (the from-scratch numpy run, slower, over ``scratch_runs``)."""
 
     dataset: str = "mnist1d"
     width: int = 1000
@@ -406,9 +440,37 @@ class Defaults:
     K: int = 6
     L: int = 50
     pool_dim: int = 8
+    runs: int = 5
+    scratch_runs: int = 3
+    fractions: tuple[float, ...] = (0.02, 0.05, 0.25)
 
 
 DEFAULTS = Defaults()
+SWEEP_STREAM, SCRATCH_STREAM = 9, 10  # seeds.replicate_seeds streams of the sweep's and the scratch runs' seeds
+
+
+def run_seeds(n: int = DEFAULTS.runs, stream: int = SWEEP_STREAM) -> list[int]:
+    """``n`` distinct run seeds, derived from the course seed (another ``LESSONS_SEED`` gives other runs)."""
+    return replicate_seeds(check_int(n, "n", low=1, high=1000, fix="the number of seeds, e.g. 5"), stream=stream)
+
+
+def _seed_list(seeds: Sequence[int] | int, stream: int) -> list[int]:
+    """``seeds``: how many (from :func:`run_seeds`) or a list of distinct course seeds."""
+    if isinstance(seeds, numbers.Integral) or isinstance(seeds, (bool, float)):
+        return run_seeds(seeds, stream)
+    if isinstance(seeds, str) or not isinstance(seeds, Sequence):
+        raise BadArgument(f"seeds={seeds!r:.60}: a number of runs (e.g. 5) or a list of seeds")
+    out = [check_seed(s, f"seeds[{i}]") for i, s in enumerate(seeds)]
+    if not out or len(set(out)) != len(out):
+        raise BadArgument(f"seeds={out!r:.60}: the runs' seeds must be distinct and at least one (a repeated seed "
+                          "repeats a run, it is not a new one)")
+    return out
+
+
+def scratch_runs(data: Splits, *, seeds: Sequence[int] | int = DEFAULTS.scratch_runs, **kw) -> list[ScratchRun]:
+    """:func:`scratch_experiment` once per seed (``seeds``: a list, or how many from :func:`run_seeds`)."""
+    seeds = _seed_list(seeds, SCRATCH_STREAM)
+    return [scratch_experiment(data, seed=s, **kw) for s in seeds]
 
 
 @dataclass
@@ -424,6 +486,7 @@ class RunResult:
     mults: MultFractions
     history: History
     model: nn.Module = field(repr=False)
+    seed: int | None = None
 
     @property
     def layer(self) -> SampledHidden | None:
@@ -438,9 +501,8 @@ def experiment(*, device: str = "cpu", callbacks: Sequence[Callback] = (), metho
                seed: int | None = None, data: Splits | None = None) -> History:
     """Panel experiment: train ``hashed_mlp`` with ``method`` ("lsh", "random", "topk", "dense", "dropout")
     keeping ``active_fraction`` of the hidden units; returns the History (the model is in ``.config``)."""
-    if method not in SELECTORS:
-        raise ValueError(f"method must be one of {', '.join(SELECTORS)}, got {method!r}")
-    seed = seed_everything(seed)
+    method = check_choice(method, "method", SELECTORS)
+    seed = seed_everything(_seed(seed))
     data = data if data is not None else load(dataset, seed=seed)
     model = hashed_mlp(data.n_features, width, data.n_classes, selector=method, active_fraction=active_fraction,
                        K=K, L=L, pool_dim=pool_dim, seed=seed)
@@ -453,6 +515,7 @@ def experiment(*, device: str = "cpu", callbacks: Sequence[Callback] = (), metho
 def run_one(method: str, active_fraction: float, *, data: Splits, device: str = "cpu", seed: int | None = None,
             **kw) -> RunResult:
     """Train one model and measure it: val/test accuracy, time, the layer's multiplication fractions."""
+    seed = get_seed() if seed is None else seed
     h = experiment(method=method, active_fraction=active_fraction, device=device, seed=seed, data=data, **kw)
     model = h.config["model"]
     dev = next(model.parameters()).device
@@ -461,22 +524,77 @@ def run_one(method: str, active_fraction: float, *, data: Splits, device: str = 
     # dropout: the dense layer is computed in full, then masked
     mults = layer.counters.train.fractions() if layer is not None else MultFractions(1.0, 0.0, 0.0)
     return RunResult(method, active_fraction, h.val_acc[-1], test_acc, h.total_seconds, h.summary()["step_ms"], mults,
-                     h, model)
+                     h, model, seed)
 
 
-def fraction_sweep(fractions: Sequence[float] = (0.02, 0.05, 0.1, 0.25), methods: Sequence[str] = ("lsh", "random"),
-                   *, data: Splits | None = None, device: str = "cpu", seed: int | None = None,
-                   include_dense: bool = True, **kw) -> list[RunResult]:
-    """Every method at every fraction (plus one dense run): the accuracy-vs-work table of the lesson."""
-    for f in fractions:
-        check_active_fraction(f)
-    seed = get_seed() if seed is None else seed
-    data = data if data is not None else load(kw.pop("dataset", DEFAULTS.dataset), seed=seed)
-    rows = [run_one("dense", 1.0, data=data, device=device, seed=seed, **kw)] if include_dense else []
-    for m in methods:
-        for f in fractions:
-            rows.append(run_one(m, f, data=data, device=device, seed=seed, **kw))
-    return rows
+def _mean_half(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and 95% half-width (0 for a single run)."""
+    if len(values) < 2:
+        return float(values[0]), 0.0
+    iv = mean_interval(values)
+    return iv.mean, iv.half_width
+
+
+def _points(iv: Interval, what: str = "paired runs") -> str:
+    """A difference of two fractions in points: ``+17.4 ± 1.2 points (95% CI, 5 paired runs)``."""
+    return f"{100 * iv.mean:+.1f} ± {100 * iv.half_width:.1f} points ({iv.level:.0%} CI, {iv.n} {what})"
+
+
+@dataclass
+class Sweep:
+    """Runs of several methods at several active fractions, repeated over ``seeds``: run i of every method used
+    ``seeds[i]`` (the same initial weights and batch order for every method), on the same data split, so two
+    methods compare in pairs, seed by seed."""
+
+    rows: list[RunResult]
+    seeds: list[int]
+
+    def methods(self) -> list[str]:
+        return list(dict.fromkeys(r.method for r in self.rows))
+
+    def fractions(self, method: str) -> list[float]:
+        return sorted({r.active_fraction for r in self.rows if r.method == method})
+
+    def runs(self, method: str, active_fraction: float | None = None) -> list[RunResult]:
+        """The runs of ``method`` at ``active_fraction`` (the closest one the sweep has; None: its first), one per
+        seed, in the order of ``seeds``."""
+        fractions = self.fractions(method)
+        if not fractions:
+            raise ValueError(f"no {method!r} run among {self.methods()}")
+        f = fractions[0] if active_fraction is None else min(fractions, key=lambda v: abs(v - active_fraction))
+        mine = {r.seed: r for r in self.rows if r.method == method and r.active_fraction == f}
+        return [mine[s] for s in self.seeds if s in mine]
+
+    def first(self, method: str, active_fraction: float | None = None) -> RunResult:
+        """The run of the first seed (one model to look at)."""
+        return self.runs(method, active_fraction)[0]
+
+    def test_acc(self, method: str, active_fraction: float | None = None) -> Interval:
+        """Mean test accuracy over the seeds, with its 95% interval."""
+        return mean_interval([r.test_acc for r in self.runs(method, active_fraction)])
+
+    def paired_gap(self, a: tuple[str, float | None], b: tuple[str, float | None]) -> Interval:
+        """Test accuracy of ``a`` minus ``b`` (each a (method, fraction) pair), seed by seed: mean and 95% interval."""
+        ra = {r.seed: r.test_acc for r in self.runs(*a)}
+        rb = {r.seed: r.test_acc for r in self.runs(*b)}
+        both = [s for s in self.seeds if s in ra and s in rb]
+        return paired_interval([ra[s] for s in both], [rb[s] for s in both])
+
+
+def fraction_sweep(fractions: Sequence[float] = DEFAULTS.fractions, methods: Sequence[str] = ("lsh", "random", "topk"),
+                   *, seeds: Sequence[int] | int = DEFAULTS.runs, data: Splits | None = None, device: str = "cpu",
+                   include_dense: bool = True, extra: Sequence[tuple[str, float]] = (("dropout", 0.05),),
+                   **kw) -> Sweep:
+    """Every method at every fraction, a dense run and the ``extra`` (method, fraction) runs, each once per seed
+    (``seeds``: a list, or how many from :func:`run_seeds`): the accuracy-vs-work table of the lesson."""
+    fractions = [check_active_fraction(f) for f in fractions]
+    methods = [check_choice(m, "methods[]", SELECTORS) for m in methods]
+    extra = [(check_choice(m, "extra method", SELECTORS), check_active_fraction(f)) for m, f in extra]
+    seeds = _seed_list(seeds, SWEEP_STREAM)
+    data = data if data is not None else load(kw.pop("dataset", DEFAULTS.dataset), seed=get_seed())
+    plan = ([("dense", 1.0)] if include_dense else []) + [(m, f) for m in methods for f in fractions] + list(extra)
+    rows = [run_one(m, f, data=data, device=device, seed=s, **kw) for s in seeds for m, f in plan]
+    return Sweep(rows, seeds)
 
 
 def find_run(rows: Sequence[RunResult], method: str, active_fraction: float | None = None) -> RunResult:
@@ -487,17 +605,25 @@ def find_run(rows: Sequence[RunResult], method: str, active_fraction: float | No
     return mine[0] if active_fraction is None else min(mine, key=lambda r: abs(r.active_fraction - active_fraction))
 
 
-def results_table(rows: Sequence[RunResult]) -> str:
-    """A fixed-width text table of a sweep."""
-    head = f"{'method':<8} {'active':>7} {'val acc':>8} {'test acc':>9} {'layer':>7} {'hashing':>8} {'total':>7} " \
+def results_table(runs: Sweep | Sequence[RunResult]) -> str:
+    """A fixed-width text table: per method and fraction, the test accuracy (mean ± 95% half-width over the
+    seeds), the multiplication fractions (counts: the same for every seed) and the median time per step."""
+    rows = runs.rows if isinstance(runs, Sweep) else list(runs)
+    groups: dict[tuple[str, float], list[RunResult]] = {}
+    for r in rows:
+        groups.setdefault((r.method, r.active_fraction), []).append(r)
+    head = f"{'method':<8} {'active':>7} {'runs':>5} {'test acc':>16} {'layer':>7} {'hashing':>8} {'total':>7} " \
            f"{'ms/step':>8}"
     lines = [head, "-" * len(head)]
-    for r in rows:
-        m = r.mults
-        lines.append(f"{r.method:<8} {r.active_fraction:>7.0%} {r.val_acc:>8.3f} {r.test_acc:>9.3f} "
-                     f"{m.layer:>7.1%} {m.hashing:>8.1%} {m.total:>7.1%} {r.step_ms:>8.2f}")
-    lines.append("layer / hashing / total: multiplications of the hidden layer during training, as a fraction of the "
-                 "dense layer's (hashing = queries + table rebuilds; for topk: all pre-activations)")
+    for (method, f), rs in groups.items():
+        m, h = _mean_half([r.test_acc for r in rs])
+        acc = f"{m:.3f} ± {h:.3f}" if len(rs) > 1 else f"{m:.3f}"
+        mf = rs[0].mults
+        lines.append(f"{method:<8} {f:>7.0%} {len(rs):>5} {acc:>16} {mf.layer:>7.1%} {mf.hashing:>8.1%} "
+                     f"{mf.total:>7.1%} {statistics.median(r.step_ms for r in rs):>8.2f}")
+    lines.append("test acc: mean ± 95% half-width over the runs (seeds); layer / hashing / total: multiplications of "
+                 "the hidden layer during training, as a fraction of the dense layer's (hashing = queries + table "
+                 "rebuilds; for topk: all pre-activations); ms/step: median")
     return "\n".join(lines)
 
 
@@ -566,6 +692,18 @@ def overlap_vs_pool(model: nn.Module, x: torch.Tensor,
     return rows
 
 
+def pool_table(models: Sequence[nn.Module], x: torch.Tensor, pool_dims: Sequence[int] = (2, 4, 8, 20, 40)) -> str:
+    """:func:`overlap_vs_pool` of every model (one per seed): overlap with the exact top-k, mean ± 95% half-width
+    over the models, and the hashing cost per query."""
+    per_model = [overlap_vs_pool(m, x, pool_dims) for m in models]
+    lines = [f"pool dims   overlap with top-k ({len(models)} models)   hashing cost per query (share of the dense "
+             "layer's forward)"]
+    for i, row in enumerate(per_model[0]):
+        m, h = _mean_half([pm[i].overlap.overlap for pm in per_model])
+        lines.append(f"{row.pool_dim:9d}   {m:12.1%} ± {h:5.1%}              {row.hash_cost:7.1%}")
+    return "\n".join(lines)
+
+
 @dataclass
 class UnionSizes:
     """Mean size of the union of a batch's active sets, as a fraction of the layer's units, per batch size;
@@ -596,9 +734,22 @@ def union_fractions(model: nn.Module, x: torch.Tensor, batch_sizes: Sequence[int
     return UnionSizes(layer.k / layer.n_out, tuple(int(b) for b in batch_sizes), fractions)
 
 
+def union_table(unions: dict[str, Sequence[UnionSizes]]) -> str:
+    """Batch size against the union's share of the units for each picker (mean ± 95% half-width over its
+    models, one per seed)."""
+    sizes = next(iter(unions.values()))[0].batch_sizes
+    n = len(next(iter(unions.values())))
+    lines = ["batch size" + "".join(f"   union of {name} sets ({n} models)" for name in unions)]
+    for b in sizes:
+        cells = [_mean_half([u.at(b) for u in us]) for us in unions.values()]
+        lines.append((f"{b:10d}" + "".join(f"   {m:>17.1%} ± {h:4.1%}      " for m, h in cells)).rstrip())
+    return "\n".join(lines)
+
+
 @dataclass
 class StepTimings:
-    """Wall time of one training step: the dense layer, LSH per example, LSH on the batch union."""
+    """Wall time of one training step: the dense layer, LSH per example, LSH on the batch union, timed round-robin
+    (round i of each was measured back to back, so ratios are taken round by round)."""
 
     dense: Timing
     per_example: Timing
@@ -607,19 +758,28 @@ class StepTimings:
     def rows(self) -> list[tuple[str, Timing]]:
         return [("dense", self.dense), ("lsh per-example", self.per_example), ("lsh batch union", self.union)]
 
+    def ratio(self, which: str = "per_example") -> Spread:
+        """Step time of ``which`` ("per_example" or "union") over the dense step, per round: median and range."""
+        t = getattr(self, which)
+        return median_range([a / b for a, b in zip(t.times, self.dense.times)])
+
 
 def step_timings(*, width: int = 1000, n_in: int = 40, batch_size: int = 64, active_fraction: float = 0.05,
-                 device: str = "cpu", repeats: int = 15, seed: int | None = None, K: int = DEFAULTS.K,
+                 device: str = "cpu", rounds: int = 15, seed: int | None = None, K: int = DEFAULTS.K,
                  L: int = DEFAULTS.L, pool_dim: int = DEFAULTS.pool_dim) -> StepTimings:
     """Wall time of one training step (forward, backward, Adam step) of ``n_in -> width -> 10``:
-    the dense layer vs LSH per-example vs LSH batch union, same random batch. Device synchronized."""
+    the dense layer vs LSH per-example vs LSH batch union, same random batch, interleaved over ``rounds``
+    (:func:`lessons_lib.timing.time_interleaved`; device synchronized)."""
     dev = pick_device(device)
-    seed = get_seed() if seed is None else seed
+    width, n_in = _size(width, "width"), _size(n_in, "n_in")
+    batch_size, rounds = _size(batch_size, "batch_size", 10**6), _size(rounds, "rounds", 10_000, "e.g. 15")
+    seed = get_seed() if seed is None else check_seed(seed)
     g = torch_generator(seed, stream=93)
     x = torch.randn(batch_size, n_in, generator=g).to(dev)
     y = torch.randint(0, 10, (batch_size,), generator=g).to(dev)
-    out = []
-    for sel, mode in (("dense", "per_example"), ("lsh", "per_example"), ("lsh", "union")):
+    steps = {}
+    for name, sel, mode in (("dense", "dense", "per_example"), ("per_example", "lsh", "per_example"),
+                            ("union", "lsh", "union")):
         model = hashed_mlp(n_in, width, 10, selector=sel, active_fraction=active_fraction, mode=mode, K=K, L=L,
                            pool_dim=min(pool_dim, n_in), seed=seed).to(dev)
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -630,43 +790,69 @@ def step_timings(*, width: int = 1000, n_in: int = 40, batch_size: int = 64, act
             loss.backward()
             opt.step()
 
-        out.append(time_it(step, device=dev, warmup=3, repeats=repeats))
-    return StepTimings(*out)
+        steps[name] = step
+    t = time_interleaved(steps, device=dev, rounds=rounds, warmup=3)
+    return StepTimings(t["dense"], t["per_example"], t["union"])
 
 
 # --- claims ----------------------------------------------------------------------------------------------
-def claims(rows: Sequence[RunResult], overlap: Overlap, timings: StepTimings, scratch: ScratchRun | None = None,
-           fraction: float = 0.05) -> Claims:
-    """The lesson's claims, each measured from this run's sweep, overlap, timings (and from-scratch run)."""
+def claims(sweep: Sweep, overlaps: Sequence[Overlap], timings: StepTimings, *, scratch: Sequence[ScratchRun] = (),
+           unions: tuple[Sequence[UnionSizes], Sequence[UnionSizes]] | None = None, fraction: float = 0.05,
+           union_batch: int = 32) -> Claims:
+    """The lesson's claims, each measured over this run's seeds: the sweep (accuracy gaps paired by seed), the LSH
+    models' ``overlaps`` with the exact top-k, the ``timings`` (ratios round by round), the from-scratch runs, and
+    ``unions`` = (LSH models' union sizes, random models' union sizes). Verdicts: :func:`lessons_lib.stats.verdict`."""
     c = Claims("09 randomized hashing")
     src = "seed 003 (Spring & Shrivastava)"
-    dense = find_run(rows, "dense")
-    lsh = find_run(rows, "lsh", fraction)
-    rnd = [r for r in rows if r.method == "random" and r.active_fraction == lsh.active_fraction]
-    m = lsh.mults
-    c.add("LSH needs ~5% of the multiplications (criterion here: ≤ 10% with hashing and rebuilds counted)", src,
-          f"at {lsh.active_fraction:.0%} active: layer {m.layer:.1%} + hashing {m.selection:.1%} + rebuilds "
-          f"{m.rebuild:.1%} = {m.total:.1%} of dense", m.total <= 0.10)
-    gap = dense.test_acc - lsh.test_acc
-    c.add("…without any loss in accuracy (criterion: within 1 point of dense)", src,
-          f"test accuracy LSH {lsh.test_acc:.3f} vs dense {dense.test_acc:.3f} "
-          f"({abs(100 * gap):.1f} points {'lost' if gap > 0 else 'gained'})",
-          gap <= 0.01)
-    if rnd:
-        c.add("LSH picks better units than a random subset of the same size", "the lesson",
-              f"test accuracy LSH {lsh.test_acc:.3f} vs random {rnd[0].test_acc:.3f}",
-              lsh.test_acc > rnd[0].test_acc)
+    lsh_runs = sweep.runs("lsh", fraction)
+    f = lsh_runs[0].active_fraction
+    n = len(lsh_runs)
+    totals = median_range([r.mults.total for r in lsh_runs])
+    m = lsh_runs[0].mults
+    same = "a count: the same in all" if totals.low == totals.high else f"median {totals.median:.1%}, range " \
+        f"{totals.low:.1%}–{totals.high:.1%} over"
+    c.add("LSH needs ~5% of the multiplications (criterion: ≤ 10% with hashing and rebuilds counted)", src,
+          f"at {f:.0%} active: layer {m.layer:.1%} + hashing {m.selection:.1%} + rebuilds {m.rebuild:.1%} = "
+          f"{m.total:.1%} of dense ({same} {n} runs)", verdict(totals, 0.10, "below"))
+    lsh_acc, dense_acc = sweep.test_acc("lsh", f), sweep.test_acc("dense")
+    gap = sweep.paired_gap(("dense", None), ("lsh", f))
+    c.add("…without any loss in accuracy (criterion: within 1 point of dense test accuracy)", src,
+          f"dense − LSH: {_points(gap)}; test accuracy LSH {lsh_acc.mean:.3f}, "
+          f"dense {dense_acc.mean:.3f}", verdict(gap, 0.01, "below"))
+    if "random" in sweep.methods():
+        d = sweep.paired_gap(("lsh", f), ("random", f))
+        c.add("LSH picks better units than a random subset of the same size (test accuracy)", "lesson",
+              f"LSH − random at {f:.0%} active: {_points(d)}",
+              verdict(d, 0.0, "above"))
+    if "topk" in sweep.methods():
+        d = sweep.paired_gap(("topk", f), ("lsh", f))
+        oracle = sweep.paired_gap(("dense", None), ("topk", f))
+        c.add("Control: at the same fraction the exact top-k units (an oracle: it computes every pre-activation to "
+              "choose) beat LSH, so the accuracy lost is LSH's pick, not the budget of units", "lesson",
+              f"top-k − LSH at {f:.0%} active: {_points(d)}; dense − top-k: {_points(oracle)}",
+              verdict(d, 0.0, "above"))
+    iv, chance = mean_interval([o.overlap for o in overlaps]), overlaps[0].chance
     c.add("Hashing finds the units with the highest activations (criterion: overlap ≥ 2 × chance)", src,
-          f"{overlap.overlap:.1%} of the picked units are in the exact top-k (chance {overlap.chance:.1%})",
-          overlap.overlap >= 2 * overlap.chance)
-    if scratch is not None:
-        c.add("…and so does the from-scratch version of Part 1 (same criterion)", "the lesson",
-              f"{scratch.overlap:.1%} of the picked units are in the exact top-k (chance {scratch.chance:.1%}), "
-              f"val accuracy {scratch.val_acc[-1]:.3f}; picked with {scratch.code}",
-              scratch.overlap >= 2 * scratch.chance)
-    td, tl = timings.dense.median, timings.per_example.median
-    c.add("Fewer multiplications make training faster (wall time per step)", "implied by seed 003",
-          f"LSH per-example step {1e3 * tl:.2f} ms vs dense {1e3 * td:.2f} ms ({tl / td:.1f}× dense)", tl < td)
+          f"{iv.format('.1f', 100, '%')} of the picked units are in the exact top-k (chance {chance:.1%})",
+          verdict(iv, 2 * chance, "above"))
+    if len(scratch) >= 2:
+        iv, chance = mean_interval([s.overlap for s in scratch]), scratch[0].chance
+        acc = mean_interval([s.val_acc[-1] for s in scratch])
+        c.add("…and so does the from-scratch version of Part 1 (same criterion)", "lesson",
+              f"{iv.format('.1f', 100, '%')} of the picked units are in the exact top-k (chance {chance:.1%}), "
+              f"val accuracy {acc.mean:.3f}; picked with {scratch[0].code}", verdict(iv, 2 * chance, "above"))
+    if unions is not None:
+        lsh_u, rnd_u = unions
+        d = paired_interval([u.at(union_batch) for u in rnd_u], [u.at(union_batch) for u in lsh_u])
+        c.add(f"Similar inputs share buckets: a batch's union of LSH sets is smaller than that of random sets "
+              f"(batch of {union_batch})", "lesson",
+              f"random − LSH: {_points(d)} of the layer's units; LSH union "
+              f"{statistics.fmean(u.at(union_batch) for u in lsh_u):.1%}", verdict(d, 0.0, "above"))
+    per, uni = timings.ratio("per_example"), timings.ratio("union")
+    c.add("Fewer multiplications make training faster (wall time per step, LSH per example vs dense)",
+          "seed 003 (implied)",
+          f"LSH per-example step {per.format('.1f', unit='×')} the dense step; batch union "
+          f"{uni.format('.1f', unit='×')} (ratios per interleaved round)", verdict(per, 1.0, "below"))
     c.add("Sparse updates suit asynchronous (HOGWILD) training with near-linear speedup", src,
           "not measured in this lesson (one process): see lesson 10", None)
     return c

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
-from .lab import CollisionRates, RunResult
+from .lab import CollisionRates, Sweep, _mean_half
 
 COLORS = {"lsh": "#1f77b4", "random": "#d62728", "topk": "#2ca02c", "dense": "#555555", "dropout": "#9467bd"}
 
@@ -34,36 +32,44 @@ def plot_collisions(rates: CollisionRates):
     return fig
 
 
-def plot_sweep(rows: Sequence[RunResult]):
-    """Test accuracy vs active fraction per method (dense as a line, one-fraction baselines as markers), and
-    the hidden layer's multiplications (hashing counted) vs fraction."""
+def plot_sweep(sweep: Sweep):
+    """Test accuracy vs active fraction per method, mean with 95% error bars over the sweep's seeds (dense as a line
+    with its interval as a band, one-fraction baselines as markers), and the hidden layer's multiplications
+    (hashing counted: a count, the same for every seed) vs fraction."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
 
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.8))
-    dense = [r for r in rows if r.method == "dense"]
-    for m in dict.fromkeys(r.method for r in rows if r.method != "dense"):
-        rs = sorted((r for r in rows if r.method == m), key=lambda r: r.active_fraction)
-        fr = [100 * r.active_fraction for r in rs]
-        style = "o-" if len(rs) > 1 else "*"
-        ms = 6 if len(rs) > 1 else 13
-        ax[0].plot(fr, [r.test_acc for r in rs], style, ms=ms, color=COLORS.get(m), label=m)
+    n = len(sweep.seeds)
+    for m in sweep.methods():
+        if m == "dense":
+            continue
+        fr = sweep.fractions(m)
+        x = [100 * f for f in fr]
+        acc = [_mean_half([r.test_acc for r in sweep.runs(m, f)]) for f in fr]
+        style, ms = ("o-", 5) if len(fr) > 1 else ("*", 12)
+        ax[0].errorbar(x, [a for a, _ in acc], yerr=[h for _, h in acc], fmt=style, ms=ms, capsize=3,
+                       color=COLORS.get(m), label=m)
         note = {"lsh": " (hashing counted)", "topk": " (selection counted)"}.get(m, "")
-        ax[1].plot(fr, [100 * r.mults.total for r in rs], style, ms=ms, color=COLORS.get(m), label=m + note)
+        ax[1].plot(x, [100 * sweep.first(m, f).mults.total for f in fr], style, ms=ms, color=COLORS.get(m),
+                   label=m + note)
         if m == "lsh":
-            ax[1].plot(fr, [100 * r.mults.layer for r in rs], "s:", ms=4, color=COLORS[m], alpha=0.6,
-                       label="lsh (layer only, = random)")
-    if dense:
-        ax[0].axhline(dense[0].test_acc, color=COLORS["dense"], ls="--", label="dense")
+            ax[1].plot(x, [100 * sweep.first(m, f).mults.layer for f in fr], "s:", ms=4, color=COLORS[m], alpha=0.8,
+                       label="lsh (layer only, = random)", zorder=3)
+    if "dense" in sweep.methods():
+        d, h = _mean_half([r.test_acc for r in sweep.runs("dense")])
+        ax[0].axhline(d, color=COLORS["dense"], ls="--", label="dense")
+        ax[0].axhspan(d - h, d + h, color=COLORS["dense"], alpha=0.15, lw=0, label="dense 95% CI")
         ax[1].axhline(100, color=COLORS["dense"], ls="--", label="dense (and dropout)")
     ax[0].axhline(0.1, color="#bbb", ls=":", label="chance")
     ax[0].set(xscale="log", xlabel="active hidden units (%)", ylabel="test accuracy", ylim=(0, None),
-              title="accuracy vs active fraction")
+              title=f"accuracy: mean and 95% CI over {n} seed{'s' if n > 1 else ''}")
     ax[1].set(xscale="log", yscale="log", ylim=(0.5, 150), xlabel="active hidden units (%)",
               ylabel="% of dense multiplications",
               title="hidden-layer multiplications, training")
+    ticks = sorted({100 * f for m in sweep.methods() for f in sweep.fractions(m) if m != "dense"})
     for a in ax:
-        a.xaxis.set_major_locator(FixedLocator([2, 5, 10, 25]))
+        a.xaxis.set_major_locator(FixedLocator(ticks))
         a.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
         a.xaxis.set_minor_locator(NullLocator())
         a.xaxis.set_minor_formatter(NullFormatter())

@@ -17,6 +17,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ..lsh import RebuildSchedule, pooling_matrix
+from ..validate import BadArgument, check_int
 
 
 def simhash(x: np.ndarray, planes: np.ndarray) -> np.ndarray:
@@ -25,9 +26,14 @@ def simhash(x: np.ndarray, planes: np.ndarray) -> np.ndarray:
     Bit b of table t is 1 when ``planes[t, b] . x >= 0`` (a zero projection gives 1) and is worth ``2**b``:
     bit 0 is the least significant. Costs ``dim * K * L`` multiplications per row.
     """
+    x, planes = np.asarray(x, dtype=float), np.asarray(planes, dtype=float)
+    if planes.ndim != 3 or not 1 <= planes.shape[1] <= 62:
+        raise BadArgument(f"planes of shape {planes.shape}: need (L, K, dim) with 1 <= K <= 62 (a code is an int64)")
     L, K, dim = planes.shape
     if x.ndim != 2 or x.shape[1] != dim:
-        raise ValueError(f"simhash needs x of shape (n, {dim}) for planes {planes.shape}, got {x.shape}")
+        raise BadArgument(f"x of shape {x.shape}: simhash needs (n, {dim}) for planes {planes.shape}")
+    if not (np.isfinite(x).all() and np.isfinite(planes).all()):
+        raise BadArgument("x or planes holds NaN or inf: a sign of NaN is no bit; clean the input first")
     bits = np.einsum("nd,tbd->ntb", x, planes) >= 0  # (n, L, K)
     return bits.astype(np.int64) @ (1 << np.arange(K, dtype=np.int64))
 
@@ -39,9 +45,14 @@ def active_units(unit_codes: np.ndarray, query_codes: np.ndarray, k: int) -> tup
     how many tables unit j sits in query b's bucket, and ``active`` (B, k), the k units with the most collisions
     (ties: the lower unit index wins), most first. Units with no collision fill up the set, so it always has k.
     """
+    unit_codes, query_codes = np.asarray(unit_codes), np.asarray(query_codes)
+    if unit_codes.ndim != 2 or unit_codes.dtype.kind not in "iu" or query_codes.dtype.kind not in "iu":
+        raise BadArgument(f"codes of dtypes {unit_codes.dtype}, {query_codes.dtype} and unit codes of shape "
+                          f"{unit_codes.shape}: need integer codes, units (n_units, L) and queries (B, L)")
     n_units, L = unit_codes.shape
-    if query_codes.ndim != 2 or query_codes.shape[1] != L or not 1 <= k <= n_units:
-        raise ValueError(f"need query codes (B, {L}) and 1 <= k <= {n_units}; got {query_codes.shape}, k={k}")
+    k = check_int(k, "k", low=1, high=n_units, fix=f"the number of active units, 1 to n_units={n_units}")
+    if query_codes.ndim != 2 or query_codes.shape[1] != L:
+        raise BadArgument(f"query codes of shape {query_codes.shape}: need (B, {L}), one code per table")
     counts = np.zeros((len(query_codes), n_units), dtype=np.int64)
     for t in range(L):  # table t: the units sorted by their code, and where each code's bucket starts and ends
         order = np.argsort(unit_codes[:, t], kind="stable")

@@ -25,6 +25,7 @@ from torch import nn
 from .. import exercises, processes
 from ..exercises import CheckResult, Mistake
 from ..seeds import get_seed, torch_generator
+from ..validate import BadArgument
 from .lab import PRELOAD, ParallelResult, UnitMajorNet, gradient_bytes
 
 WORLD = 2  # processes of the check
@@ -298,8 +299,17 @@ def check_average_gradients(fn: Callable) -> CheckResult:
         not_written=f"Write it, then run this cell again: it runs your function in {WORLD} processes.")
 
 
+def _plain(value: object) -> object:
+    """A numpy / torch answer as Python values, so that an exact comparison of an array answer gives a verdict
+    (an array's ``==`` has no single truth value; core ``check_answer`` would raise)."""
+    return value.tolist() if isinstance(value, (np.ndarray, np.generic, torch.Tensor)) else value
+
+
 # --- answers read off the lesson's own objects --------------------------------------------------------
 def _net_dims(net: UnitMajorNet) -> tuple[int, int, int]:
+    if not isinstance(net, UnitMajorNet):
+        raise BadArgument(f"net={net!r:.60}: the check reads the lesson's network (lab.UnitMajorNet) after a backward "
+                          "pass; pass the `net` (or `sparse_net`) of the cells above")
     if net.out_bias.grad is None:
         raise ValueError("run a backward pass on the net first: the check measures its gradients (gradient_bytes)")
     return net.n_in, net.width, net.n_out
@@ -311,7 +321,7 @@ def check_dense_bytes(answer: int, net: UnitMajorNet) -> CheckResult:
     expected = gradient_bytes(net)
     floats = width * (n_in + 1) + width * n_out + n_out
     return exercises.check_answer(
-        answer, expected, exercise="dense_bytes",
+        _plain(answer), expected, exercise="dense_bytes",
         praise=f"every gradient element, 4 bytes each: ({width}×{n_in + 1} + {width}×{n_out} + {n_out}) × 4 = "
                f"{expected:,} bytes, what gradient_bytes measures on the net.",
         hint=f"count the hidden rows ({width} × (inputs + bias)), the output rows ({width} × {n_out}) and the output "
@@ -330,7 +340,7 @@ def check_sparse_bytes(answer: int, net: UnitMajorNet) -> CheckResult:
     rows, expected = net.last_units, gradient_bytes(net)
     values = 4 * rows * (n_in + 1) + 4 * rows * n_out
     return exercises.check_answer(
-        answer, expected, exercise="sparse_bytes",
+        _plain(answer), expected, exercise="sparse_bytes",
         praise=f"per table {rows} indices of 8 bytes and {rows} rows of floats, plus the dense {n_out}-float bias: "
                f"{expected:,} bytes, what gradient_bytes measures.",
         hint=f"hidden table: {rows} × (8 + {n_in + 1} × 4); output table: {rows} × (8 + {n_out} × 4); bias: "
@@ -346,11 +356,14 @@ def check_sparse_bytes(answer: int, net: UnitMajorNet) -> CheckResult:
 
 def check_examples_per_process(answer: int, run: ParallelResult) -> CheckResult:
     """How many examples each process of the synchronous ``run`` computed per step (read off its ranks' stats)."""
+    if not isinstance(run, ParallelResult) or not run.ranks or not run.config.synchronous:
+        raise BadArgument(f"run={run!r:.60}: the check reads a finished synchronous run (ddp or manual), as "
+                          "lab.pick(ddp_runs, 'ddp', 'dense', 2, 64) returns it")
     r = run.ranks[0]
     expected = r.examples // max(r.steps, 1)
     batch, n = run.config.batch_size, run.config.processes
     return exercises.check_answer(
-        answer, expected, exercise="examples_per_process",
+        _plain(answer), expected, exercise="examples_per_process",
         praise=f"the global batch is split: each of the {n} processes computes {batch} / {n} = {expected} examples "
                "per step (measured: examples / steps of each process).",
         hint="DDP splits each global batch between the processes.",

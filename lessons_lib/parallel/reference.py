@@ -5,8 +5,9 @@ global batch (from the same seed), each computes the gradient of the mean loss o
 :func:`average_gradients` replaces every process's gradient by the average over the processes (one all-reduce per
 parameter). The mean of equal-size slices' mean losses is the whole batch's mean loss, so after the average every
 process holds the gradient one process would compute on the whole batch, and the same SGD step keeps the copies
-identical. DDP does exactly this, faster: it packs the gradients into ~25 MB buckets (one all-reduce per bucket
-instead of one per parameter) and starts a bucket's all-reduce while backward is still computing the others.
+identical. DDP does exactly this, faster: it packs the gradients into buckets of up to ``bucket_cap_mb`` (25 MB by
+default; one all-reduce per bucket instead of one per parameter) and starts a bucket's all-reduce while backward
+is still computing the others.
 
 **Hogwild** (Recht et al. 2011). The parameters live in shared memory (:func:`share_parameters`); every process
 reads them, computes a gradient on its own examples and writes its SGD update with no lock and no waiting.

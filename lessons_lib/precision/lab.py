@@ -7,36 +7,36 @@ tiny differences in the middle of the network. ``formats.py`` measures (1) on ma
 training runs; ``hypotheses.py`` measures (2) and (3); ``plots.py`` draws them; ``reference.py`` is the idea
 from scratch (stochastic rounding, lost updates, loss scaling).
 
-:func:`train_precision` trains the MLP in ``mode``
+:func:`train_precision` (in :mod:`.train`, re-exported here) trains the MLP once in a dtype and mode, counting the
+updates lost to rounding; that single run is the live panel's. The lesson's comparisons are over several seeds,
+with intervals (:mod:`lessons_lib.stats`):
 
-* "pure": weights, activations, gradients and optimizer state all in the dtype (round to nearest everywhere);
-* "autocast": fp32 weights and optimizer, matmuls in 16 bits via ``torch.autocast`` (mixed precision), with
-  dynamic loss scaling (:class:`LossScaling`, from :class:`~.reference.LossScaler`) for fp16 on CUDA;
-* "stored": weights stored in a 16-bit dtype (:class:`StoredWeights`), arithmetic and optimizer state in fp32,
-  ``rounding`` "nearest" or "stochastic";
-
-and counts, per layer, the updates lost to rounding as they happen (:class:`LostUpdateMeter`).
+* :func:`epoch_timing`: one training epoch per recipe, the recipes timed in turns; speed ratios as median and
+  range over the rounds;
+* :func:`compare_precisions`: every recipe trained once per seed, the same seeds (paired), all seeds of a recipe
+  at once (:mod:`.replicates`), to convergence; :func:`convergence` is the control that checks it;
+* :func:`claims`: the claims table, with three-valued verdicts.
 """
 
 from __future__ import annotations
 
-import statistics
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
 
-from ..callbacks import Callback, TrainState
+from ..callbacks import Callback
 from ..claims import Claims
-from ..data import Splits, load
+from ..data import Splits
 from ..device import pick_device
 from ..models import mlp
-from ..seeds import get_seed, seed_everything
+from ..seeds import get_seed, numpy_rng
+from ..stats import DOES_NOT_HOLD, HOLDS, Interval, Spread, median_range, paired_interval, verdict
+from ..timing import Timing
 from ..timing import threads as threads_ctx
 from ..training import History, fit
-from . import reference
+from ..validate import BadArgument, check_float, check_int
 from .formats import (
     DTYPES,
     FAST_RATIO,
@@ -45,341 +45,27 @@ from .formats import (
     ROUNDINGS,
     DtypeTable,
     UnsupportedDtypeError,
+    check_seeds,
+    check_threads,
     dtype_name,
     require_dtype,
+    speed_ratios,
+)
+from .replicates import Replicates, run_label, train_replicates
+from .train import (  # noqa: F401 (one training run: re-exported, the notebook and the panel use them from here)
+    LossScaling,
+    LostUpdateMeter,
+    PrecisionModel,
+    PrecisionRun,
+    StoredWeights,
+    splits_as,
+    state_bytes,
+    train_precision,
 )
 
 if TYPE_CHECKING:
     from .hypotheses import ChaosResult, LostSurvey, SRResult, Unbiased, Underflow
 
-Rounder = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
-"""A stochastic rounding function: ``(float32 tensor, generator) -> tensor of the 16-bit dtype``."""
-
-
-# --- training helpers (callbacks and wrappers) ---------------------------------------------------
-class LostUpdateMeter(Callback):
-    """Counts, per parameter tensor and per step, the elements whose gradient was non-zero but whose stored
-    value did not change (``w + delta == w`` in the storage format). Put it after any callback that rounds
-    weights. ``shares()`` -> {layer: lost / attempted}; ``total_share()`` over all layers; ``per_step`` the
-    overall share of each step."""
-
-    def __init__(self):
-        self.lost: dict[str, int] = {}
-        self.tried: dict[str, int] = {}
-        self.per_step: list[float] = []
-        self._steps: list[torch.Tensor] = []
-
-    @staticmethod
-    def _name(n: str) -> str:
-        return n.removeprefix("inner.")
-
-    def on_train_begin(self, state: TrainState) -> None:
-        named = list(state.model.named_parameters())
-        self._names = [self._name(n) for n, _ in named]
-        sizes = torch.tensor([p.numel() for _, p in named])
-        dev = named[0][1].device
-        self._segment = torch.repeat_interleave(torch.arange(len(named)), sizes).to(dev)  # element -> layer
-        self._prev = torch.cat([p.detach().reshape(-1) for _, p in named]).clone()
-        self.lost = {n: 0 for n in self._names}
-        self.tried = {n: 0 for n in self._names}
-        self.per_step = []
-        self._steps = []
-
-    @torch.no_grad()
-    def on_batch_end(self, state: TrainState) -> None:
-        params = list(state.model.parameters())
-        w = torch.cat([p.detach().reshape(-1) for p in params])
-        g = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
-        moved = g != 0
-        lost = (w == self._prev) & moved
-        self._prev = w
-        counts = torch.zeros(2, len(params), dtype=torch.int64, device=w.device)
-        counts[0].index_add_(0, self._segment, lost.to(torch.int64))
-        counts[1].index_add_(0, self._segment, moved.to(torch.int64))
-        self._steps.append(counts)  # kept on the device; read once at the end (no synchronization per step)
-
-    def on_train_end(self, state: TrainState) -> None:
-        if not self._steps:
-            return
-        c = torch.stack(self._steps).cpu()  # (steps, 2, layers)
-        for i, n in enumerate(self._names):
-            self.lost[n] += int(c[:, 0, i].sum())
-            self.tried[n] += int(c[:, 1, i].sum())
-        per = c.sum(2)
-        self.per_step = (per[:, 0] / per[:, 1].clamp_min(1)).tolist()
-        self._steps = []
-
-    def shares(self) -> dict[str, float]:
-        return {n: self.lost[n] / self.tried[n] for n in self.lost if self.tried[n]}
-
-    def total_share(self) -> float:
-        t = sum(self.tried.values())
-        return sum(self.lost.values()) / t if t else float("nan")
-
-
-
-class StoredWeights(Callback):
-    """Keep every weight on the grid of a 16-bit ``dtype`` while computing in fp32: round the weights at the
-    start and after every optimizer step, to nearest or stochastically. The optimizer's state stays fp32.
-    ``stochastic``: the stochastic rounding function (default :func:`~.reference.stochastic_round` to ``dtype``),
-    called with the float32 weights and a generator seeded from ``seed``."""
-
-    def __init__(self, dtype: str = "bf16", rounding: str = "nearest", seed: int | None = None,
-                 stochastic: Rounder | None = None):
-        if rounding not in ROUNDINGS:
-            raise ValueError(f"rounding must be one of {', '.join(ROUNDINGS)}, got {rounding!r}")
-        self.name = dtype_name(dtype)
-        if self.name not in LOW:
-            raise UnsupportedDtypeError(f"stored weights are 16-bit: choose one of {', '.join(LOW)}, not {self.name}")
-        self.rounding = rounding
-        self.seed = get_seed() if seed is None else seed
-        dt = DTYPES[self.name]
-        self.stochastic = stochastic or (lambda x, g: reference.stochastic_round(x, dt, g))
-        self.generator: torch.Generator | None = None
-
-    @torch.no_grad()
-    def _round(self, model: nn.Module) -> None:
-        for p in model.parameters():
-            if self.rounding == "nearest":
-                p.copy_(reference.round_nearest(p, DTYPES[self.name]).to(p.dtype))
-            else:
-                p.copy_(self.stochastic(p.detach(), self.generator).to(p.dtype))
-
-    def on_train_begin(self, state: TrainState) -> None:
-        dev = torch.device(state.device)
-        self.generator = torch.Generator(device=dev) if dev.type in ("cpu", "cuda") else torch.Generator()
-        self.generator.manual_seed(self.seed * 7919 + 5)
-        self._round(state.model)
-
-    def on_batch_end(self, state: TrainState) -> None:
-        self._round(state.model)
-
-
-class _ScaleGrad(torch.autograd.Function):
-    """Identity forward; multiplies the incoming gradient by the scaler's current scale (= scaling the loss)."""
-
-    @staticmethod
-    def forward(ctx, x, scaler):  # noqa: ANN001
-        ctx.scaler = scaler
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, g):  # noqa: ANN001
-        return g * ctx.scaler.scale, None
-
-
-class LossScaling(Callback):
-    """Dynamic loss scaling inside :func:`~lessons_lib.training.fit`: the rules are :class:`~.reference.LossScaler`
-    (``self.scaler``); this callback attaches it to the :class:`PrecisionModel` (whose backward pass is then
-    scaled) and unscales the gradients in an optimizer pre-step hook, where an overflow skips the step."""
-
-    def __init__(self, scaler: reference.LossScaler | None = None):
-        self.scaler = scaler or reference.LossScaler()
-        self._handle = None
-
-    def pre_step(self, optimizer, args, kwargs):  # noqa: ANN001
-        """Optimizer pre-step hook: unscale the gradients; on overflow drop them, so the step changes nothing."""
-        params = [p for group in optimizer.param_groups for p in group["params"]]
-        if self.scaler.unscale_and_check([p.grad for p in params if p.grad is not None]):
-            for p in params:
-                p.grad = None  # optimizers skip parameters without a gradient: the step is skipped
-        return None
-
-    def on_train_begin(self, state: TrainState) -> None:
-        self._handle = state.optimizer.register_step_pre_hook(self.pre_step)
-        if isinstance(state.model, PrecisionModel):
-            state.model.scaler = self.scaler
-
-    def on_train_end(self, state: TrainState) -> None:
-        if self._handle is not None:
-            self._handle.remove()
-            self._handle = None
-        if isinstance(state.model, PrecisionModel):
-            state.model.scaler = None
-
-
-class PrecisionModel(nn.Module):
-    """Wraps a model: ``autocast`` runs its forward under ``torch.autocast(dtype)`` and returns fp32 logits;
-    with a :class:`~.reference.LossScaler` attached (``scaler``), the backward pass is scaled."""
-
-    def __init__(self, inner: nn.Module, autocast_dtype: torch.dtype | None = None):
-        super().__init__()
-        self.inner = inner
-        self.autocast_dtype = autocast_dtype
-        self.scaler: reference.LossScaler | None = None
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.autocast_dtype is not None:
-            with torch.autocast(device_type=x.device.type, dtype=self.autocast_dtype):
-                out = self.inner(x)
-            out = out.float()
-        else:
-            out = self.inner(x)
-        if self.scaler is not None and self.training and torch.is_grad_enabled():
-            out = _ScaleGrad.apply(out, self.scaler)
-        return out
-
-
-def state_bytes(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> int:
-    """Bytes held by the parameters, their gradients and the optimizer state (the training state)."""
-    total = 0
-    for p in model.parameters():
-        total += p.numel() * p.element_size()
-        if p.grad is not None:
-            total += p.grad.numel() * p.grad.element_size()
-    if optimizer is not None:
-        for st in optimizer.state.values():
-            for v in st.values():
-                if torch.is_tensor(v):
-                    total += v.numel() * v.element_size()
-    return total
-
-
-class _MemoryMeter(Callback):
-    def __init__(self):
-        self.state_bytes = 0
-        self.peak_bytes: int | None = None
-
-    def on_train_begin(self, state: TrainState) -> None:
-        if state.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(state.device)
-
-    def on_epoch_end(self, state: TrainState) -> None:
-        self.state_bytes = state_bytes(state.model, state.optimizer)
-
-    def on_train_end(self, state: TrainState) -> None:
-        self.state_bytes = max(self.state_bytes, state_bytes(state.model, state.optimizer))
-        if state.device.type == "cuda":
-            self.peak_bytes = int(torch.cuda.max_memory_allocated(state.device))
-        elif state.device.type == "mps":
-            self.peak_bytes = int(torch.mps.driver_allocated_memory())
-
-
-def splits_as(data: Splits, dtype: torch.dtype) -> Splits:
-    """The same splits with the inputs in ``dtype`` (labels stay int64)."""
-    return Splits(data.name, data.x_train.to(dtype), data.y_train, data.x_val.to(dtype), data.y_val,
-                  data.x_test.to(dtype), data.y_test, data.n_classes)
-
-
-# --- training in each precision ---------------------------------------------------------------
-@dataclass
-class PrecisionRun:
-    """One training run: its History plus what the precision lesson measures."""
-
-    label: str
-    dtype: str
-    mode: str
-    rounding: str
-    history: History
-    lost_share: float
-    lost_by_layer: dict[str, float]
-    lost_per_step: list[float]
-    state_bytes: int
-    peak_bytes: int | None
-    loss_scale_skipped: int | None
-    model: nn.Module = field(repr=False, default=None)
-
-    @property
-    def val_acc(self) -> float:
-        return self.history.val_acc[-1]
-
-    @property
-    def epoch_seconds(self) -> float:
-        """Median training seconds per epoch (the first epoch, with its warm-up, left out when there are more)."""
-        s = self.history.seconds[1:] or self.history.seconds
-        return statistics.median(s)
-
-
-@torch.no_grad()
-def flip_lowest_bit_(model: nn.Module) -> nn.Module:
-    """Flip the lowest mantissa bit of every float32 parameter in place (a relative change of ~1e-7)."""
-    for p in model.parameters():
-        if p.dtype != torch.float32:
-            raise ValueError(f"flip_lowest_bit_ works on float32 parameters, got {p.dtype}")
-        p.view(torch.int32).bitwise_xor_(1)
-    return model
-
-
-def run_label(dtype: str, mode: str, rounding: str = "nearest") -> str:
-    """The run's name in tables and legends ("bf16 pure", "autocast fp16", "bf16 weights, stochastic")."""
-    if mode == "pure":
-        return f"{dtype} pure"
-    if mode == "autocast":
-        return f"autocast {dtype}"
-    return f"{dtype} weights, {rounding}"
-
-
-def train_precision(
-    data: Splits | None = None,
-    *,
-    dtype: str = "fp32",
-    mode: str = "pure",
-    rounding: str = "nearest",
-    optimizer: str = "sgd",
-    lr: float = 0.05,
-    epochs: int = 6,
-    width: int = 128,
-    depth: int = 2,
-    batch_size: int = 128,
-    device: str | torch.device = "cpu",
-    callbacks: Sequence[Callback] = (),
-    seed: int | None = None,
-    threads: int | None = 1,
-    loss_scaling: bool | None = None,
-    perturb_bits: bool = False,
-    measure_lost: bool = True,
-    stochastic: Rounder | None = None,
-) -> PrecisionRun:
-    """Train an MNIST-1D MLP (``depth`` hidden layers of ``width``) in ``dtype`` and ``mode``:
-
-    * "pure": weights, activations, gradients, optimizer state in ``dtype`` (round to nearest everywhere);
-    * "autocast": fp32 weights and optimizer, matmuls in ``dtype`` (``torch.autocast``); ``loss_scaling``
-      (default: on for fp16 on CUDA, as ``GradScaler`` is used there) adds :class:`LossScaling`;
-    * "stored": weights stored in ``dtype`` (16-bit) with ``rounding`` "nearest" or "stochastic", arithmetic
-      and optimizer state in fp32; ``stochastic`` is the stochastic rounding function (``(float32 weights,
-      generator) -> dtype``, e.g. the learner's; default :func:`~.reference.stochastic_round`).
-
-    ``perturb_bits`` flips the lowest stored bit of every initial fp32 weight (the chaos experiment);
-    ``measure_lost=False`` leaves out the :class:`LostUpdateMeter` (it costs about a fifth of a step here).
-    ``data`` defaults to MNIST-1D split by ``seed``.
-    Unsupported combinations raise :class:`UnsupportedDtypeError` before any training.
-    """
-    dev = device if isinstance(device, torch.device) else pick_device(device)
-    name = require_dtype(dtype, dev, mode)
-    if rounding not in ROUNDINGS:
-        raise ValueError(f"rounding must be one of {', '.join(ROUNDINGS)}, got {rounding!r}")
-    if rounding == "stochastic" and mode != "stored":
-        raise ValueError("stochastic rounding is applied to stored weights: use mode='stored'")
-    seed = seed_everything(seed)
-    data = load("mnist1d", seed=seed) if data is None else data
-    net = mlp(data.n_features, [width] * depth, data.n_classes)
-    if perturb_bits:
-        flip_lowest_bit_(net)
-    cbs: list[Callback] = []
-    scaler = None
-    if mode == "pure":
-        net = net.to(DTYPES[name])
-        model: nn.Module = net
-        data = splits_as(data, DTYPES[name])
-    elif mode == "autocast":
-        model = PrecisionModel(net, DTYPES[name])
-        if loss_scaling is None:
-            loss_scaling = name == "fp16" and dev.type == "cuda"
-        if loss_scaling:
-            scaler = LossScaling()
-            cbs.append(scaler)
-    else:
-        model = net
-        cbs.append(StoredWeights(name, rounding, seed=seed, stochastic=stochastic))
-    meter = LostUpdateMeter()
-    mem = _MemoryMeter()
-    cbs += [meter, mem, *callbacks] if measure_lost else [mem, *callbacks]
-    config = {"dtype": name, "mode": mode, "rounding": rounding, "optimizer": optimizer, "lr": lr, "width": width}
-    with threads_ctx(threads if dev.type == "cpu" else None):
-        h = fit(model, data, epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer, device=dev,
-                callbacks=cbs, seed=seed, config=config)
-    return PrecisionRun(run_label(name, mode, rounding), name, mode, rounding, h, meter.total_share(),
-                        meter.shares(), meter.per_step, mem.state_bytes, mem.peak_bytes,
-                        None if scaler is None else scaler.scaler.skipped, model)
 
 
 def experiment(*, device: str = "cpu", callbacks: Sequence[Callback] = (), dtype: str = "bf16", mode: str = "pure",
@@ -395,19 +81,182 @@ DEFAULT_RECIPES: tuple[tuple[str, str], ...] = (
     ("fp64", "pure"), ("fp32", "pure"), ("bf16", "pure"), ("fp16", "pure"), ("bf16", "autocast"),
     ("fp16", "autocast"),
 )
+BASELINE = "fp32 pure"
 
 
-def compare_dtypes(recipes: Sequence[tuple[str, str]] = DEFAULT_RECIPES, *, device: str = "cpu",
-                   skip_unsupported: bool = True, **kw) -> list[PrecisionRun]:
-    """:func:`train_precision` for each (dtype, mode); unsupported ones are skipped (or raise)."""
-    runs = []
+# --- speed of a training epoch, timed round-robin ------------------------------------------------
+@dataclass
+class EpochTiming:
+    """Seconds per training epoch of one run of each recipe (label -> :class:`~lessons_lib.timing.Timing`, one time
+    per round): the recipes take turns, so a change of load on a shared machine hits all of them alike."""
+
+    timings: dict[str, Timing]
+    width: int
+    threads: int | None
+
+    def ratio(self, fast: str, slow: str = BASELINE) -> Spread:
+        """How many times faster an epoch of ``fast`` ran than one of ``slow``: median and range over rounds."""
+        return speed_ratios(self.timings, fast, slow)
+
+    def seconds(self, label: str) -> Spread:
+        return median_range(self.timings[label].times)
+
+    @property
+    def rounds(self) -> int:
+        return len(next(iter(self.timings.values())).times)
+
+
+def epoch_timing(data: Splits, recipes: Sequence[tuple[str, str]] = DEFAULT_RECIPES, *, rounds: int = 7,
+                 width: int = 128, optimizer: str = "sgd", lr: float = 0.05, device: str = "cpu",
+                 threads: int | None = 1, seed: int | None = None) -> EpochTiming:
+    """Time one training epoch (:func:`~lessons_lib.training.fit`'s own clock: training only, device synchronized)
+    of the MLP in each supported recipe, ``rounds`` times round-robin after one warm-up epoch each."""
+    dev = pick_device(device)
+    seed = get_seed() if seed is None else check_int(seed, "seed", low=0)
+    rounds = check_int(rounds, "rounds", low=2, fix="timing rounds (a range needs 2), e.g. 7")
+    width = check_int(width, "width", low=1, fix="units per hidden layer, e.g. 128")
+    threads = check_threads(threads)
+    setups = {}
     for name, mode in recipes:
         try:
-            runs.append(train_precision(dtype=name, mode=mode, device=device, **kw))
+            name = require_dtype(name, dev, mode)
+        except UnsupportedDtypeError:
+            continue
+        torch.manual_seed(seed)
+        net = mlp(data.n_features, [width, width], data.n_classes)
+        if mode == "pure":
+            setups[run_label(name, mode)] = (net.to(DTYPES[name]), splits_as(data, DTYPES[name]))
+        else:
+            setups[run_label(name, mode)] = (PrecisionModel(net, DTYPES[name]), data)
+    times: dict[str, list[float]] = {k: [] for k in setups}
+    warm: dict[str, list[float]] = {k: [] for k in setups}
+    with threads_ctx(threads if dev.type == "cpu" else None):
+        for r in range(rounds + 1):  # round 0 warms up
+            for label, (model, d) in setups.items():
+                h = fit(model, d, epochs=1, lr=lr, optimizer=optimizer, device=dev, seed=seed + r)
+                (warm if r == 0 else times)[label].append(h.seconds[0])
+    return EpochTiming({k: Timing(times=v, warmup_times=warm[k], device=str(dev)) for k, v in times.items()}, width,
+                       threads)
+
+
+# --- every recipe over the same seeds, trained to convergence ------------------------------------
+@dataclass
+class PrecisionRuns:
+    """:func:`compare_precisions`: each recipe trained once per seed (``by_label``), the same seeds for every
+    recipe (paired runs); ``bit_flipped``: fp32 runs of the first seed with the lowest bit of one initial weight
+    flipped (the chaos experiment), with ``by_label[BASELINE]`` tracked against the first seed's run."""
+
+    by_label: dict[str, Replicates]
+    bit_flipped: Replicates | None
+    epochs: int
+
+    def __getitem__(self, label: str) -> Replicates:
+        return self.by_label[label]
+
+    def __contains__(self, label: str) -> bool:
+        return label in self.by_label
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.by_label)
+
+    @property
+    def runs(self) -> int:
+        return len(self.by_label[BASELINE])
+
+    def paired(self, label: str, baseline: str = BASELINE, metric: str = "val_acc") -> Interval:
+        """Mean and 95% interval of ``label`` minus ``baseline`` in the final ``metric``, seed by seed."""
+        return paired_interval(self[label].final(metric), self[baseline].final(metric))
+
+
+def compare_precisions(data: Splits, seeds: Sequence[int], recipes: Sequence[tuple[str, str]] | None = None,
+                       *, epochs: int = 48, bit_flips: int = 0, optimizer: str = "sgd", lr: float = 0.05,
+                       width: int = 128, device: str = "cpu", threads: int | None = 1, lost_every: int = 5,
+                       skip_unsupported: bool = True) -> PrecisionRuns:
+    """Train the MLP in each (dtype, mode) of ``recipes`` once per seed (:func:`~.replicates.train_replicates`, all
+    seeds of a recipe at once). ``recipes`` defaults to :data:`DEFAULT_RECIPES` on a CUDA GPU and to them without
+    fp16 autocast elsewhere (a GPU recipe: on a CPU it is only timed, by :func:`epoch_timing`). ``bit_flips`` > 0
+    adds that many fp32 runs of ``seeds[0]``, each with the lowest bit of one initial weight (chosen at random,
+    from the course seed) flipped, trained alongside the fp32 seeds and tracked against the ``seeds[0]`` run. Lost
+    updates are counted on every ``lost_every``-th step. Unsupported recipes are skipped (or raise)."""
+    seeds = check_seeds(seeds)
+    bit_flips = check_int(bit_flips, "bit_flips", low=0, fix="0 for none, or the number of bit-flipped runs, e.g. 8")
+    if recipes is not None and any(isinstance(r, str) or len(r) != 2 for r in recipes):
+        raise BadArgument(f"recipes={recipes!r}: must be a list of (dtype, mode) pairs, e.g. [('fp32', 'pure')]")
+    if recipes is None:
+        cuda = pick_device(device).type == "cuda"
+        recipes = [r for r in DEFAULT_RECIPES if cuda or r != ("fp16", "autocast")]
+    kw = dict(epochs=epochs, optimizer=optimizer, lr=lr, width=width, device=device, threads=threads,
+              lost_every=lost_every)
+    by_label: dict[str, Replicates] = {}
+    flipped = None
+    for name, mode in recipes:
+        try:
+            require_dtype(name, device, mode)
         except UnsupportedDtypeError:
             if not skip_unsupported:
                 raise
-    return runs
+            continue
+        if run_label(dtype_name(name), mode) == BASELINE and bit_flips:
+            n_params = sum(p.numel() for p in mlp(data.n_features, [width, width], data.n_classes).parameters())
+            where = numpy_rng(stream=71).choice(n_params, size=bit_flips, replace=False).tolist()
+            both = train_replicates(data, seeds + [seeds[0]] * bit_flips, dtype=name, mode=mode, track=True,
+                                    flips=[None] * len(seeds) + where, **kw)
+            by_label[both.label], flipped = both.split()
+        else:
+            rep = train_replicates(data, seeds, dtype=name, mode=mode, **kw)
+            by_label[rep.label] = rep
+    if BASELINE not in by_label:
+        raise BadArgument(f"compare_precisions needs the {BASELINE} baseline among the recipes")
+    return PrecisionRuns(by_label, flipped, epochs)
+
+
+@dataclass
+class Convergence:
+    """Has a set of runs converged? ``gain``: validation accuracy over the last ``window`` epochs minus that over
+    the ``window`` epochs ending a quarter of the budget earlier, seed by seed (mean and 95% interval); ``train_acc``:
+    final training accuracy. Converged: the gain is below ``tolerance`` and the training set is fit."""
+
+    gain: Interval
+    train_acc: Interval
+    window: int
+    lag: int
+    tolerance: float = 0.02
+
+    @property
+    def verdict(self) -> str:
+        fits = self.train_acc.mean >= 0.99
+        v = verdict(self.gain, self.tolerance, holds_if="below")
+        return v if fits or v == DOES_NOT_HOLD else DOES_NOT_HOLD
+
+    def __str__(self) -> str:
+        return (f"validation accuracy gained {_signed(self.gain)} over the last {self.lag} epochs (means of "
+                f"{self.window} epochs); final training accuracy {self.train_acc.format('.3f')}: "
+                f"{ {HOLDS: 'converged', DOES_NOT_HOLD: 'not converged'}.get(self.verdict, 'unclear')}")
+
+
+def convergence(rep: Replicates, tolerance: float = 0.02) -> Convergence:
+    """:class:`Convergence` of ``rep``'s runs (a quarter of the epochs as the lag, a twelfth as the window)."""
+    if not isinstance(rep, Replicates):
+        raise BadArgument(f"rep: must be the Replicates of one recipe (e.g. runs['fp32 pure']), got "
+                          f"{type(rep).__name__}")
+    tolerance = check_float(tolerance, "tolerance", low=0, low_open=True, fix="an accuracy gain such as 0.02")
+    if len(rep) < 2:
+        raise BadArgument(f"rep has {len(rep)} run: convergence is judged on an interval over at least 2 seeds")
+    acc = rep.curve("val_acc")
+    epochs = acc.shape[1]
+    lag, window = max(1, epochs // 4), max(1, epochs // 12)
+    if lag + window > epochs:
+        raise BadArgument(f"convergence needs at least 2 epochs to compare, got {epochs}")
+    late = acc[:, -window:].mean(1)
+    early = acc[:, epochs - lag - window:epochs - lag].mean(1)
+    return Convergence(paired_interval(late.tolist(), early.tolist()), rep.interval("train_acc"), window, lag,
+                       tolerance)
+
+
+def _signed(iv: Interval) -> str:
+    """A difference with its sign: ``+0.012 ± 0.006 (95% CI, 8 runs)``."""
+    return f"{iv.mean:+.3f} ± {iv.half_width:.3f} ({iv.level:.0%} CI, {iv.n} runs)"
 
 
 def _pct(share: float) -> str:
@@ -415,21 +264,28 @@ def _pct(share: float) -> str:
     return "0%" if share == 0 else f"{100 * share:.2g}%"
 
 
-def runs_table(runs: Sequence[PrecisionRun], baseline: str = "fp32 pure") -> str:
-    """A text table: final val acc, median epoch time (and speed relative to ``baseline``), training-state memory,
-    share of the updates lost (observed by :class:`LostUpdateMeter`)."""
-    ref = next((r for r in runs if r.label == baseline), runs[0])
-    peak = any(r.peak_bytes is not None for r in runs)  # device peak memory: CUDA / MPS only
-    lines = [f"{'run':<26}{'val acc':>8}{'s/epoch':>9}{'× ' + baseline:>13}{'state KB':>10}{'lost updates':>14}"
-             + (f"{'peak MB':>9}" if peak else "")]
-    for r in runs:
-        speed = ref.epoch_seconds / r.epoch_seconds
-        extra = (f"{r.peak_bytes / 2**20:>9.1f}" if r.peak_bytes is not None else f"{'—':>9}") if peak else ""
-        lines.append(f"{r.label:<26}{r.val_acc:>8.3f}{r.epoch_seconds:>9.3f}{speed:>12.2f}×"
-                     f"{r.state_bytes / 1024:>10.0f}{_pct(r.lost_share):>14}{extra}")
+def runs_table(runs: PrecisionRuns, timing: EpochTiming | None = None) -> str:
+    """A text table: final validation accuracy (mean ± 95% interval over the seeds), its paired difference from
+    fp32, the speed of an epoch relative to fp32 (median and range over timing rounds), the training state's
+    memory, and the share of updates lost (mean ± interval)."""
+    n = runs.runs
+    lines = [f"{n} seeds per recipe, {runs.epochs} epochs; ± = 95% interval over the seeds"
+             + (f"; speed: median (range) of {timing.rounds} timing rounds" if timing else ""),
+             f"{'run':<16}{'val acc':>16}{'− fp32 (paired)':>18}{'epoch speed × fp32':>22}{'state KB':>10}"
+             f"{'lost updates':>20}"]
+    for label, r in runs.by_label.items():
+        acc = r.interval()
+        d = runs.paired(label)
+        diff = "" if label == BASELINE else f"{d.mean:+.3f} ± {d.half_width:.3f}"
+        speed = "—"
+        if timing and label in timing.timings and BASELINE in timing.timings:
+            s = timing.ratio(label)
+            speed = f"{s.median:.2f} ({s.low:.2f}–{s.high:.2f})"
+        lost = r.lost_interval()
+        lost_s = f"{_pct(lost.mean)} ± {_pct(lost.half_width)}"
+        lines.append(f"{label:<16}{acc.format('.3f').split(' (')[0]:>16}{diff:>18}{speed:>22}"
+                     f"{r.state_bytes / 1024:>10.0f}{lost_s:>20}")
     return "\n".join(lines)
-
-
 
 # --- the live panel ------------------------------------------------------------------------------
 def make_panel():
@@ -454,58 +310,80 @@ def make_panel():
 
 
 # --- claims --------------------------------------------------------------------------------------
-def claims(table: DtypeTable, runs: Sequence[PrecisionRun], survey: LostSurvey, unbiased: Unbiased, sr: SRResult,
-           under: Underflow, chaos: ChaosResult, device: str = "cpu") -> Claims:
-    """The claims table of lesson 07, every verdict computed from this run's measurements."""
+def claims(table: DtypeTable, timing: EpochTiming, runs: PrecisionRuns, conv: Convergence, survey: LostSurvey,
+           unbiased: Unbiased, sr: SRResult, under: Underflow, chaos: ChaosResult, device: str = "cpu") -> Claims:
+    """The claims table of lesson 07, every verdict computed from this run's measurements: speed ratios as median
+    and range over interleaved timing rounds, everything else as mean and 95% interval over seeds."""
     c = Claims("07 precision")
-    by = {r.label: r for r in runs}
-    r64, r32 = table.get(device, "fp64"), table.get(device, "fp32")
-    mm = r32.gflops / r64.gflops if r64.gflops and r32.gflops else float("nan")
-    ep = by["fp64 pure"].epoch_seconds / by["fp32 pure"].epoch_seconds
-    c.add("Linear-algebra libraries favour 64-bit floats: 32-bit is not faster (hypothesis 1)", "seed 001",
-          f"fp32 / fp64 speed: matmul {mm:.2f}×, training epoch {ep:.2f}× ({device}, threads={table.threads})",
-          mm < 1.1 and ep < 1.1)
+    n = runs.runs
+
+    def fmt(s: Spread) -> str:
+        return f"{s.median:.2f}× (range {s.low:.2f}–{s.high:.2f}, {s.n} rounds)"
+
+    mm = table.ratio(device, "fp32", "fp64")
+    ep = timing.ratio(BASELINE, "fp64 pure") if "fp64 pure" in timing.timings else None
+    c.add("Linear-algebra libraries favour 64-bit floats: 32-bit matrix products are not faster "
+          "(hypothesis 1; holds if fp32 is < 1.1× fp64 in every round)", "seed 001",
+          f"fp32 / fp64 matmul speed {fmt(mm)} ({device}, threads={table.threads})"
+          + (f"; a training epoch of the lesson's MLP: {fmt(ep)}" if ep else ""), verdict(mm, 1.1, "below"))
     for name in LOW:
         row = table.get(device, name)
+        claim = f"{name} does not speed up matrix products either (hypothesis 1; holds if < {FAST_RATIO}× fp32)"
         if row.vs_fp32 is None:
-            c.add(f"{name} does not speed up matrix products either (hypothesis 1)", "seed 001",
-                  f"{name} unsupported on {device}", None)
+            c.add(claim, "seed 001", f"{name} unsupported on {device}", None)
             continue
-        pure = by.get(f"{name} pure")
-        extra = f"; pure-{name} training epoch {by['fp32 pure'].epoch_seconds / pure.epoch_seconds:.2f}× fp32" \
-            if pure else ""
-        c.add(f"{name} does not speed up matrix products either (hypothesis 1)", "seed 001",
-              f"{name} matmul {row.vs_fp32:.2f}× fp32 (units: {row.units}){extra}", row.vs_fp32 < FAST_RATIO)
+        label = f"{name} pure"
+        extra = f"; a training epoch in pure {name}: {fmt(timing.ratio(label))}" if label in timing.timings else ""
+        c.add(claim, "seed 001", f"{name} / fp32 matmul speed {fmt(row.vs_fp32)} (units: {row.units}){extra}",
+              verdict(row.vs_fp32, FAST_RATIO, "below"))
+    c.add("Control: the fp32 baseline has converged within the budget (holds if validation accuracy gains < "
+          f"{conv.tolerance:.0%} over the last quarter and the training set is fit)", "lesson",
+          f"{runs.epochs} epochs: gain {_signed(conv.gain)}; train acc {conv.train_acc.format('.3f')}",
+          conv.verdict)
     normal, small = survey.settings[0], survey.settings[-1]
-    if "bf16 pure" in by:
-        b, f = by["bf16 pure"], by["fp32 pure"]
-        c.add("A less precise type needs less memory per parameter", "seed 001",
-              f"training state (weights, grads, momentum): bf16 {b.state_bytes / 1024:.0f} KB vs fp32 "
-              f"{f.state_bytes / 1024:.0f} KB", b.state_bytes <= 0.55 * f.state_bytes)
-        gap = f.val_acc - b.val_acc
-        c.add("Losing small updates hurts training at a normal learning rate (hypothesis 2)", "seed 001",
-              f"pure bf16 lost {100 * b.lost_share:.1f}% of updates (one {normal} step, counted: "
-              f"{100 * survey.share(normal, 'bf16'):.1f}%); val acc bf16 {b.val_acc:.3f} vs fp32 {f.val_acc:.3f} "
-              f"(seed-to-seed gap {chaos.seed_gap:.3f})", gap > max(chaos.seed_gap, 0.02))
-    n, f = sr.nearest, sr.fp32
-    c.add("…at a small learning rate, round-to-nearest loses most updates and stalls (hypothesis 2)", "seed 001",
-          f"one {small} step, counted: {100 * survey.share(small, 'bf16'):.0f}% lost in bf16; in training "
-          f"{100 * n.lost_share:.0f}% lost, loss decrease {100 * sr.nearest_share():.0f}% of fp32's; val acc "
-          f"{n.val_acc:.3f} vs fp32 {f.val_acc:.3f}", n.lost_share > 0.5 and sr.nearest_share() < 0.5)
-    c.add("Stochastic rounding is unbiased and rescues that training", "lesson",
+    if "bf16 pure" in runs:
+        b = runs["bf16 pure"]
+        loss = runs.paired(BASELINE, "bf16 pure")  # fp32 minus bf16: positive when bf16 is worse
+        extra = ""
+        if "fp16 pure" in runs:
+            extra = f"; fp16 − fp32 {_signed(runs.paired('fp16 pure'))}"
+        c.add("Losing small updates hurts training at a normal learning rate (hypothesis 2; holds if pure bf16 ends "
+              "> 2 points below fp32, trained to convergence)", "seed 001",
+              f"pure bf16 lost {b.lost_interval().format('.1f', 100, '%')} of updates (one {normal} step, counted: "
+              f"{survey.interval(normal, 'bf16').format('.1f', 100, '%')}); val acc fp32 − bf16 "
+              f"{_signed(loss)}{extra}", verdict(loss, 0.02, "above"))
+    lost = sr.lost_interval("nearest")
+    stall = sr.interval("nearest")
+    v_stall = verdict(stall, 0.5, "below") if lost.low > 0.5 else verdict(lost, 0.5, "above")
+    c.add("…at a small learning rate, round-to-nearest loses most updates and stalls (hypothesis 2; holds if > 50% "
+          "are lost and the loss falls < 50% as far as fp32's in the same steps)", "seed 001",
+          f"one {small} step, counted: {survey.interval(small, 'bf16').format('.0f', 100, '%')} lost in bf16; in "
+          f"training {lost.format('.0f', 100, '%')} lost; loss decrease {stall.format('.0%')} of fp32's",
+          v_stall)
+    rescue = sr.interval("stochastic")
+    c.add("Stochastic rounding is unbiased and rescues that training (holds if the loss falls > 80% as far as "
+          "fp32's)", "lesson",
           f"mean of {unbiased.draws} roundings within {unbiased.z:.1f} standard errors; loss decrease "
-          f"{100 * sr.recovered():.0f}% of fp32's, val acc {sr.stochastic.val_acc:.3f}",
-          unbiased.z < 4.5 and sr.recovered() > 0.7)
-    top = max(under.by_scale)
-    c.add("fp16 gradients underflow to zero without loss scaling", "lesson",
-          f"zero in fp16 but not in fp32: {100 * under.by_scale[1.0]:.2f}% unscaled, "
-          f"{100 * under.by_scale[top]:.2f}% with scale {top:g}",
-          under.by_scale[1.0] > 0 and under.by_scale[top] < under.by_scale[1.0])
-    c.add("Training depends chaotically on tiny changes (hypothesis 3): final accuracy", "seed 001",
-          f"flipping the lowest bit changes val acc by {chaos.perturbation_gap:.3f} on average; a new seed by "
-          f"{chaos.seed_gap:.3f}", chaos.perturbation_gap >= 0.5 * chaos.seed_gap)
-    d = statistics.fmean(chaos.weight_distance)
-    c.add("…and the trained weights themselves", "seed 001",
-          f"relative weight difference grows from {chaos.initial_distance:.1e} to {d:.1e} (different seeds: "
-          f"{chaos.seed_weight_distance:.2f})", d > 0.1 * chaos.seed_weight_distance)
+          f"{rescue.format('.0%')} of fp32's", verdict(rescue, 0.8, "above") if unbiased.z < 4.5 else DOES_NOT_HOLD)
+    top = max(under.scales)
+    c.add(f"fp16 gradients underflow to zero without loss scaling (holds if loss scale {top:g} flushes fewer)",
+          "lesson",
+          f"zero in fp16 but not in fp32, in the {n} trained fp32 nets: {under.interval(1.0).format('.2f', 100, '%')} "
+          f"unscaled, {under.interval(top).format('.2f', 100, '%')} with scale {top:g}",
+          verdict(under.reduction(top), 0.0, "above"))
+    if chaos is not None:
+        kept = len(chaos.bits) - chaos.absorbed
+        c.add("Training amplifies a one-bit change (hypothesis 3: chaos; holds if it grows > 100×)", "seed 001",
+              f"relative weight difference from {chaos.initial_distance.format('.1e')} at the start to "
+              f"{chaos.final_distance.format('.1e')} (log10 growth {chaos.growth.format('.1f')}) in the {kept} runs "
+              f"that kept it; {chaos.absorbed} of {len(chaos.bits)} rounded it away",
+              verdict(chaos.growth, 2.0, "above") if kept >= 2 else None)
+        c.add("A one-bit change varies the trained network as much as a new seed (hypothesis 3; Summers & Dinneen "
+              "2021; holds if the prediction disagreement is > half a new seed's)", "Summers & Dinneen 2021",
+              f"disagreement: one bit {chaos.bit_disagreement.format('.3f')}, new seed "
+              f"{chaos.seed_disagreement.format('.3f')}, ratio {chaos.disagreement_ratio.format('.2f')}; one-bit "
+              f"disagreement over the last quarter of the {runs.epochs} epochs {_signed(chaos.late_change)}; spread of "
+              f"final accuracy (SD): one bit {chaos.bit_sd:.4f}, new seed {chaos.seed_sd:.4f}, ratio "
+              f"{chaos.sd_ratio.mean:.2f} (95% CI {chaos.sd_ratio.low:.2f}–{chaos.sd_ratio.high:.2f})",
+              verdict(chaos.disagreement_ratio, 0.5, "above"))
     return c

@@ -21,17 +21,39 @@ from collections.abc import Sequence
 
 import torch
 
+from ..validate import BadArgument, check_float, check_int
+
+
+def _float_dtype(dtype: torch.dtype, name: str = "dtype") -> torch.dtype:
+    """``dtype`` if it is a torch floating-point dtype, else a clear error (a course name is not a torch dtype)."""
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise BadArgument(f"{name}={dtype!r}: must be a torch float dtype, e.g. torch.bfloat16 or torch.float16 "
+                          "(formats.to_dtype('bf16') converts a course name)")
+    return dtype
+
+
+def _float_tensor(x: torch.Tensor, name: str) -> torch.Tensor:
+    """``x`` if it is a floating-point tensor, else a clear error."""
+    if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point:
+        what = f"a {x.dtype} tensor" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise BadArgument(f"{name}: must be a floating-point torch tensor, got {what}; e.g. torch.tensor([...]) "
+                          "or .float()")
+    return x
+
 
 # --- the grid of a format -----------------------------------------------------------------------
 def fraction_bits(dtype: torch.dtype) -> int:
     """Stored fraction bits of a float dtype: 7 for bf16, 10 for fp16, 23 for fp32 (eps = 2^-bits)."""
+    _float_dtype(dtype)
     return round(-math.log2(torch.finfo(dtype).eps))
 
 
 def neighbours(x: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """``(lo, hi)``: the two numbers of ``dtype`` around each element of ``x`` (float32 or float64), with
     ``lo <= x < hi`` and ``hi - lo`` = the gap (ulp) there. Both come back in x's precision; where x is already
-    a number of ``dtype``, ``lo == x``. Exact: only powers of two are multiplied and divided."""
+    a number of ``dtype``, ``lo == x``. Exact: only powers of two are multiplied and divided. NaN and
+    infinities have no neighbours: they come back as ``lo = hi = x``."""
+    _float_tensor(x, "x")
     bits = fraction_bits(dtype)
     emin = round(math.log2(torch.finfo(dtype).tiny))  # exponent of the smallest normal number
     work = torch.float64 if x.dtype == torch.float64 else torch.float32
@@ -42,13 +64,14 @@ def neighbours(x: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch
     e = torch.clamp(torch.where(xw == 0, emin, e), min=emin)  # 0 and subnormals: the smallest normal's gap
     ulp = torch.ldexp(torch.ones_like(xw), e - bits)
     lo = torch.floor(xw / ulp) * ulp  # x / ulp and back are exact: ulp is a power of two
-    return lo, lo + ulp
+    finite = torch.isfinite(xw)
+    return torch.where(finite, lo, xw), torch.where(finite, lo + ulp, xw)
 
 
 # --- rounding -----------------------------------------------------------------------------------
 def round_nearest(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Round to the nearest number of ``dtype``, ties to the even one: what a cast does."""
-    return x.to(dtype)
+    return _float_tensor(x, "x").to(_float_dtype(dtype))
 
 
 def stochastic_round(x: torch.Tensor, dtype: torch.dtype, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -58,8 +81,13 @@ def stochastic_round(x: torch.Tensor, dtype: torch.dtype, generator: torch.Gener
     Random numbers come from ``generator`` (torch's global one when None). Returns a tensor of ``dtype`` with
     x's shape. Infinities, NaN and values beyond the format's largest number are rounded to nearest.
     """
-    if x.dtype not in (torch.float32, torch.float64):
-        raise ValueError(f"stochastic_round rounds float32/float64 values, got {x.dtype}: convert with .float()")
+    _float_dtype(dtype)
+    if not isinstance(x, torch.Tensor) or x.dtype not in (torch.float32, torch.float64):
+        got = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
+        raise BadArgument(f"x: stochastic_round rounds float32/float64 tensors, got {got}: convert with .float()")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise BadArgument(f"generator={generator!r}: must be a torch.Generator (e.g. "
+                          "torch.Generator().manual_seed(0)) or None")
     lo, hi = neighbours(x, dtype)
     p_up = (x.to(lo.dtype) - lo) / (hi - lo)  # exact: the distance to lo, in units of the gap
     where = generator.device if generator is not None else x.device
@@ -86,8 +114,12 @@ def count_lost_updates(w: torch.Tensor, u: torch.Tensor, dtype: torch.dtype) -> 
     (float32 for bf16/fp16 weights and float32 updates) and then rounded to ``dtype``, as a training step that
     stores its weights in ``dtype`` does. Zero updates are not counted: they had nothing to lose.
     """
+    _float_tensor(w, "w"), _float_tensor(u, "u"), _float_dtype(dtype)
     if w.shape != u.shape:
-        raise ValueError(f"w and u must have the same shape, got {tuple(w.shape)} and {tuple(u.shape)}")
+        raise BadArgument(f"w and u must have the same shape, got {tuple(w.shape)} and {tuple(u.shape)}")
+    if not bool(torch.isfinite(u).all()):
+        raise BadArgument("u: an update is inf or NaN (a diverged step): it is not lost, it breaks the weight; "
+                          "count lost updates on finite updates")
     stored = (w + u).to(dtype)
     unchanged = stored == w
     return int((unchanged & (u != 0)).sum())
@@ -95,8 +127,9 @@ def count_lost_updates(w: torch.Tensor, u: torch.Tensor, dtype: torch.dtype) -> 
 
 def lost_share(w: torch.Tensor, u: torch.Tensor, dtype: torch.dtype) -> float:
     """:func:`count_lost_updates` as a share of the non-zero updates (NaN when every update is zero)."""
+    lost = count_lost_updates(w, u, dtype)
     tried = int((u != 0).sum())
-    return count_lost_updates(w, u, dtype) / tried if tried else float("nan")
+    return lost / tried if tried else float("nan")
 
 
 # --- loss scaling ---------------------------------------------------------------------------------
@@ -112,16 +145,20 @@ class LossScaler:
     """
 
     def __init__(self, init_scale: float = 2.0**16, growth: float = 2.0, backoff: float = 0.5, interval: int = 2000):
-        if init_scale <= 0 or growth <= 1 or not 0 < backoff < 1 or interval < 1:
-            raise ValueError("LossScaler needs init_scale > 0, growth > 1, 0 < backoff < 1, interval >= 1")
-        self.scale = float(init_scale)
-        self.growth, self.backoff, self.interval = growth, backoff, interval
+        self.scale = check_float(init_scale, "init_scale", low=0, low_open=True, fix="e.g. 2.0**16")
+        self.growth = check_float(growth, "growth", low=1, low_open=True, fix="e.g. 2.0")
+        self.backoff = check_float(backoff, "backoff", low=0, high=1, low_open=True, high_open=True, fix="e.g. 0.5")
+        self.interval = check_int(interval, "interval", low=1, fix="good steps before the scale grows, e.g. 2000")
         self.good_steps = 0  # good steps in a row since the scale last changed
         self.skipped = 0  # steps skipped because a gradient overflowed
         self.scales: list[float] = []  # the scale used at each step
 
     def unscale_and_check(self, grads: Sequence[torch.Tensor]) -> bool:
-        """Divide ``grads`` by the scale in place, update the scale; True when the step must be skipped."""
+        """Divide ``grads`` (a list of tensors; None entries are skipped) by the scale in place, update the scale;
+        True when the step must be skipped."""
+        if isinstance(grads, torch.Tensor) or not all(isinstance(g, torch.Tensor) or g is None for g in grads):
+            raise BadArgument("grads: must be a list of gradient tensors, e.g. [p.grad for p in model.parameters()]")
+        grads = [g for g in grads if g is not None]
         for g in grads:
             g.mul_(1.0 / self.scale)
         overflow = bool(grads) and not bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())

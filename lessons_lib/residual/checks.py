@@ -15,6 +15,7 @@ names the mistake; when none matches, the hint says which case failed, expected 
 from __future__ import annotations
 
 import copy
+import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -23,14 +24,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..exercises import CheckResult, Mistake, check_answer, check_code, diagnose, expect
+from ..exercises import CheckResult, Mistake, check_answer, check_code, diagnose, expect, expect_signature
 from ..models import count_parameters
+from ..validate import BadArgument
 from .lab import DeadLayer
 from .reference import BasicBlock, ResidualBlock
 
 # ---------------------------------------------------------------------------------------------------------
 # Exercise 1: the residual block's forward, against torch.nn.functional on the same weights
 # ---------------------------------------------------------------------------------------------------------
+
+
+def _number(answer: Any) -> Any:
+    """A whole number (numpy or 0-d tensor too) as an int; anything else as a text that equals no number."""
+    if getattr(answer, "ndim", None) == 0 and hasattr(answer, "item"):
+        answer = answer.item()
+    if isinstance(answer, numbers.Real) and not isinstance(answer, bool) and float(answer).is_integer():
+        return int(answer)
+    return f"not a whole number: {type(answer).__name__} {answer!r:.40}"
 
 
 def _functional(layer: nn.Module | None, x: torch.Tensor) -> torch.Tensor:
@@ -126,6 +137,7 @@ def check_residual_forward(fn: Callable) -> CheckResult:
     composed from torch.nn.functional ops, on MLP and convolutional blocks, with and without projection."""
 
     def body(f: Callable) -> None:
+        expect_signature(f, "residual_forward(x, block)", 0, 0)
         for name, block, x in _cases():
             _forward_case(f, name, block, x)
 
@@ -223,6 +235,7 @@ def check_gradient_norms(fn: Callable) -> CheckResult:
     mean cross-entropy on a model with a conv and three Linear layers, with fresh and with stale ``.grad``."""
 
     def body(f: Callable) -> None:
+        expect_signature(f, "gradient_norms(model, x, y)", 0, 0, 0)
         for stale in (False, True):
             _norms_case(f, stale)
 
@@ -238,9 +251,12 @@ def check_gradient_norms(fn: Callable) -> CheckResult:
 def check_dead_layer(answer: Any, dead: DeadLayer) -> CheckResult:
     """In the residual net of the dead-layer experiment, which layer (1 = input side) is the only one before
     the dead ``layer2`` whose gradient is exactly 0? Expected from the run's :class:`~.lab.DeadLayer`."""
+    if not isinstance(dead, DeadLayer):
+        raise BadArgument(f"dead must be the DeadLayer of section 3 (lab.dead_layer_experiment), got "
+                          f"{type(dead).__name__}")
     zero = [i + 1 for i in range(dead.dead_layer) if dead.residual[i] == 0.0]
     expected = zero[0] if len(zero) == 1 else zero
-    return check_answer(answer, expected, exercise="zero_layer",
+    return check_answer(answer, expected, exercise="zero_layer", normalize=_number,
                         praise="the dead block's own first layer: its only way to the loss runs through the dead "
                                "layer2 (the seed's 'what's in between'); every layer before it still gets a gradient "
                                "through the skips.",
@@ -255,7 +271,10 @@ def check_basicblock_output_shape(answer: Any) -> CheckResult:
     """Output shape of ``BasicBlock(16, 32, stride=2)`` on an input of shape (5, 16, 7, 7)?"""
     with torch.no_grad():
         expected = tuple(BasicBlock(16, 32, stride=2)(torch.zeros(5, 16, 7, 7)).shape)
-    answer = answer if answer is None or answer is Ellipsis else tuple(answer)
+    if answer is not None and answer is not Ellipsis:  # a shape of numbers as a tuple of ints, else as text
+        items = list(answer) if isinstance(answer, (tuple, list, torch.Size, np.ndarray)) else None
+        answer = tuple(_number(v) for v in items) if items and getattr(answer, "ndim", 1) == 1 else \
+            f"not a shape: {type(answer).__name__} {answer!r:.40}"
     return check_answer(answer, expected, exercise="shape",
                         praise="32 channels, and a 3x3 conv with padding 1 and stride 2 takes 7 to ceil(7 / 2) = 4; "
                                "the 1x1 projection shortcut (stride 2) does the same to x so that the two add up.",
@@ -271,7 +290,7 @@ def check_basicblock_parameters(answer: Any) -> CheckResult:
     """Trainable parameters of ``BasicBlock(32, 64, stride=2, shortcut="projection")``?"""
     expected = count_parameters(BasicBlock(32, 64, stride=2, shortcut="projection"))
     projection, bns, biases = 32 * 64 + 2 * 64, 3 * 2 * 64, 3 * 64
-    return check_answer(answer, expected, exercise="n_parameters",
+    return check_answer(answer, expected, exercise="n_parameters", normalize=_number,
                         praise="conv1 32*64*9 + conv2 64*64*9 + the 1x1 projection 32*64, plus gamma and beta of "
                                "three BatchNorms (3 * 2 * 64); the convolutions have no bias (BN's beta replaces it).",
                         mistakes={expected - projection: "count the projection shortcut too: a 1x1 conv 32 -> 64 and "

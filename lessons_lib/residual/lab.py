@@ -1,5 +1,7 @@
-"""Lesson 06's apparatus: the dead-layer experiment, plain vs residual nets of growing depth with per-layer
-gradient norms, the small ResNet, the live panel and the claims table. Figures are in :mod:`.plots`.
+"""Lesson 06's apparatus: the dead-layer experiment (one backward pass), the per-layer gradient-norm recorder,
+the panel's experiment, the live panel and the claims table. The training runs repeated over seeds (plain, He-
+initialized plain and residual nets of growing depth; the degradation problem; a dead layer through training; the
+small ResNet) are in :mod:`.runs` and re-exported here; figures are in :mod:`.plots`.
 
 Every experiment takes the ``block_forward`` its residual blocks run and the ``gradient_norms`` it measures with
 (the learner's once they pass their checks; None: :mod:`.reference`'s).
@@ -7,8 +9,10 @@ Every experiment takes the ``block_forward`` its residual blocks run and the ``g
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
@@ -18,15 +22,33 @@ from torch import nn
 from ..callbacks import Callback, TrainState
 from ..claims import Claims
 from ..data import load
-from ..models import count_parameters
-from ..seeds import get_seed, seed_everything
-from ..training import History, fit
+from ..seeds import check_seed, get_seed, seed_everything
+from ..stats import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, mean_interval, paired_interval, verdict
+from ..training import History, check_fit_args, fit
+from ..validate import check_choice
 from . import reference
-from .reference import BlockForward, deep_mlp, small_resnet, weight_layers
+from .reference import BlockForward, deep_mlp, weight_layers
+from .runs import (  # noqa: F401  (re-exported: the notebook reaches every experiment through lab)
+    LABELS,
+    PROBE,
+    TREATMENTS,
+    BlockRuns,
+    DeadTraining,
+    Degradation,
+    DepthSweep,
+    GradientNorms,
+    basicblock_experiment,
+    check_functions,
+    dead_block_index,
+    dead_layer_training,
+    degradation,
+    depth_sweep,
+    flat_plain,
+    he_init,
+)
 
-SOURCE = "seeds/004_657bca9538d5b2ba.txt, 'Residual Block / Skip Connection'"
-GradientNorms = Callable[[nn.Module, torch.Tensor, torch.Tensor], Sequence[float]]
-PROBE = 256  # training examples in the batch the gradient norms are measured on
+SOURCE = "seed 004 ('Residual Block / Skip Connection')"
+PAPER = "He et al. 2016"
 
 
 class GradNormRecorder(Callback):
@@ -59,64 +81,29 @@ class GradNormRecorder(Callback):
 
 def experiment(*, device: str = "cpu", callbacks: Sequence = (), n_blocks: int = 8, residual: bool = True,
                width: int = 64, lr: float = 0.05, epochs: int = 8, batch_size: int = 64, optimizer: str = "sgd",
-               batchnorm: bool = False, dataset: str = "digits", seed: int | None = None,
+               batchnorm: bool = False, init: str = "default", dataset: str = "digits", seed: int | None = None,
                block_forward: BlockForward | None = None, gradient_norms: GradientNorms | None = None) -> History:
     """The panel's experiment: a plain or residual :func:`.reference.deep_mlp` of ``n_blocks`` blocks trained on
-    ``dataset``. A :class:`GradNormRecorder` rides along: ``history.config["grad_norms"]`` is it."""
-    seed = get_seed() if seed is None else seed
+    ``dataset``, ``init`` "default" (PyTorch's) or "he" (:func:`.runs.he_init`). A :class:`GradNormRecorder` rides
+    along: ``history.config["grad_norms"]`` is it."""
+    check_choice(init, "init", ("default", "he"))
+    check_fit_args(epochs, batch_size, lr, 0.0)
+    check_functions(block_forward, gradient_norms)
+    seed = get_seed() if seed is None else check_seed(seed)
     data = load(dataset, seed=seed)
     seed_everything(seed)
     model = deep_mlp(data.n_features, width, n_blocks, data.n_classes, residual=residual, batchnorm=batchnorm,
                      block_forward=block_forward)
+    if init == "he":
+        he_init(model)
     rec = GradNormRecorder(data.x_train[:PROBE], data.y_train[:PROBE], gradient_norms)
     cfg = {"n_blocks": n_blocks, "residual": residual, "width": width, "lr": lr, "optimizer": optimizer,
-           "batchnorm": batchnorm}
+           "batchnorm": batchnorm, "init": init}
     h = fit(model, data, epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer, device=device,
             callbacks=[rec, *callbacks], seed=seed, config=cfg)
     h.config["grad_norms"] = rec
     h.config["model"] = model
     return h
-
-
-@dataclass
-class DepthRow:
-    n_blocks: int
-    linear_layers: int
-    residual: bool
-    val_acc: float
-    train_loss: float
-
-
-@dataclass
-class DepthSweep:
-    """``histories[(residual, n_blocks)]``; each History's ``config["grad_norms"]`` is its recorder."""
-
-    depths: list[int]
-    histories: dict[tuple[bool, int], History] = field(default_factory=dict)
-
-    def final_acc(self, residual: bool) -> list[float]:
-        return [self.histories[(residual, d)].val_acc[-1] for d in self.depths]
-
-    def recorder(self, residual: bool, n_blocks: int | None = None) -> GradNormRecorder:
-        """The gradient-norm recorder of one run (default: the deepest)."""
-        return self.histories[(residual, max(self.depths) if n_blocks is None else n_blocks)].config["grad_norms"]
-
-    def rows(self) -> list[DepthRow]:
-        return [DepthRow(d, 2 * d + 2, r, self.histories[(r, d)].val_acc[-1], self.histories[(r, d)].train_loss[-1])
-                for d in self.depths for r in (False, True)]
-
-
-def depth_sweep(depths: Sequence[int] = (1, 2, 4, 12), *, epochs: int = 6, width: int = 64, lr: float = 0.05,
-                device: str = "cpu", dataset: str = "digits", seed: int | None = None,
-                block_forward: BlockForward | None = None, gradient_norms: GradientNorms | None = None) -> DepthSweep:
-    """Train plain and residual nets of each depth (``n_blocks``) with the same seed, budget and optimizer."""
-    sw = DepthSweep(depths=[int(d) for d in depths])
-    for d in sw.depths:
-        for r in (False, True):
-            sw.histories[(r, d)] = experiment(device=device, n_blocks=d, residual=r, width=width, lr=lr,
-                                              epochs=epochs, dataset=dataset, seed=seed, block_forward=block_forward,
-                                              gradient_norms=gradient_norms)
-    return sw
 
 
 @dataclass
@@ -144,10 +131,9 @@ def dead_layer_experiment(n_blocks: int = 4, dead_block: int | None = None, widt
     """The seed's claim, measured: zero the weight and bias of ``layer2`` in block ``dead_block`` (default: the
     middle one) of a plain and a residual net built with the same seed, then take one backward pass on a training
     batch (256 examples) and record the gradient norm of every layer."""
-    seed = get_seed() if seed is None else seed
-    dead_block = n_blocks // 2 if dead_block is None else dead_block
-    if not 0 <= dead_block < n_blocks:
-        raise ValueError(f"dead_block must be in [0, {n_blocks - 1}], got {dead_block}")
+    seed = get_seed() if seed is None else check_seed(seed)
+    n_blocks, dead_block = dead_block_index(n_blocks, dead_block)
+    check_functions(block_forward, gradient_norms)
     norms_fn = reference.gradient_norms if gradient_norms is None else gradient_norms
     data = load(dataset, seed=seed)
     x, y = data.x_train[:PROBE], data.y_train[:PROBE]
@@ -167,60 +153,101 @@ def dead_layer_experiment(n_blocks: int = 4, dead_block: int | None = None, widt
                      norms[(False, False)])
 
 
-@dataclass
-class BlockRuns:
-    """The small ResNet trained with and without its shortcuts (same initial weights)."""
-
-    residual: History
-    plain: History
-
-
-def basicblock_experiment(*, epochs: int = 4, lr: float = 3e-3, channels: Sequence[int] = (16, 32),
-                          blocks_per_stage: int = 1, device: str = "cpu", seed: int | None = None,
-                          callbacks: Sequence = (), block_forward: BlockForward | None = None) -> BlockRuns:
-    """Train :func:`.reference.small_resnet` with and without shortcuts on the 8x8 digits (Adam)."""
-    seed = get_seed() if seed is None else seed
-    data = load("digits", seed=seed)
-    runs = {}
-    for residual in (True, False):
-        seed_everything(seed)
-        model = small_resnet((1, 8, 8), data.n_classes, channels=channels, blocks_per_stage=blocks_per_stage,
-                             residual=residual, block_forward=block_forward)
-        h = fit(model, data, epochs=epochs, lr=lr, batch_size=64, optimizer="adam", device=device, seed=seed,
-                callbacks=list(callbacks), config={"residual": residual, "params": count_parameters(model)})
-        h.config["model"] = model
-        runs[residual] = h
-    return BlockRuns(residual=runs[True], plain=runs[False])
+def _both(a: str, b: str) -> str:
+    """The verdict of "a and b": holds if both hold, does not hold if either does not, else inconclusive."""
+    if DOES_NOT_HOLD in (a, b):
+        return DOES_NOT_HOLD
+    return HOLDS if a == b == HOLDS else INCONCLUSIVE
 
 
-def claims(*, sweep: DepthSweep, dead: DeadLayer, blocks: BlockRuns) -> Claims:
-    """The lesson's claims table, from this run's measurements."""
+def _ratio(iv) -> str:
+    """A log10 interval as a ratio with its interval, e.g. "1e-09 (95% CI 3e-10 to 4e-09, 8 runs)"."""
+    return f"{10**iv.mean:.2g} (95% CI {10**iv.low:.2g} to {10**iv.high:.2g}, {iv.n} runs)"
+
+
+VANISHED, ALIVE = -3.0, -1.0  # log10(first / last layer's gradient norm): vanished below 1e-3, alive above 0.1
+TRAINABLE = 0.1  # "keeps a deep net trainable": the residual net ends at least 10 points of val accuracy higher
+
+
+def claims(*, sweep: DepthSweep, dead: DeadLayer, blocks: BlockRuns, dead_training: DeadTraining | None = None,
+           degraded: Degradation | None = None) -> Claims:
+    """The lesson's claims table, from this run's measurements. Claims that noise can move carry a 95% interval
+    over the runs (paired where two nets share their run seeds); the deepest plain net appears twice, with
+    PyTorch's default init and with He init (the control)."""
     c = Claims("06 residual blocks")
     pb, rb = dead.before("plain"), dead.before("residual")
-    c.add("If a layer's weights all go to 0, the gradient to the earlier layers is 0 in a plain net", SOURCE,
-          f"largest gradient norm before the dead layer, plain net: {float(np.max(pb)):.3g}", float(np.max(pb)) == 0.0)
-    c.add("With the skip connection, the earlier layers still get a gradient", SOURCE,
-          f"smallest gradient norm before the dead layer, residual net: {float(np.min(rb)):.3g}",
-          bool(np.all(rb > 0)) and bool(np.all(np.isfinite(rb))))
-    d = max(sweep.depths)
-    hp, hr = sweep.histories[(False, d)], sweep.histories[(True, d)]
-    c.add(f"Skip connections keep a deep network trainable ({2 * d + 2} Linear layers, same budget)",
-          SOURCE + " + course", f"final val acc {hr.val_acc[-1]:.3f} residual vs {hp.val_acc[-1]:.3f} plain",
-          hr.val_acc[-1] > hp.val_acc[-1] + 0.1)
-    gp, gr = sweep.recorder(False).at_init, sweep.recorder(True).at_init
-    ratio_p, ratio_r = gp[0] / gp[-1], gr[0] / gr[-1]
-    c.add("The gradient reaching the first layer does not vanish in the residual net", "course (lesson 06)",
-          f"first-layer / last-layer gradient norm at init: {ratio_r:.2g} residual vs {ratio_p:.2g} plain",
-          ratio_r > 100 * ratio_p and ratio_r > 1e-2)
-    br, bp = blocks.residual, blocks.plain
-    c.add("The seed's BasicBlock (conv-BN-ReLU-conv-BN + shortcut) trains a small ResNet", SOURCE,
-          f"8x8 digits, {len(br)} epochs: val acc {br.val_acc[-1]:.3f} with shortcuts, {bp.val_acc[-1]:.3f} "
-          f"without; {br.total_seconds:.1f} s of training", br.val_acc[-1] >= 0.9)
+    c.add("Exact (chain rule): if a layer's weights all go to 0, the gradient to the earlier layers is 0 in a plain "
+          "net", SOURCE, f"one backward pass: largest gradient norm before the dead layer, plain net: "
+                         f"{float(np.max(pb)):.3g}", float(np.max(pb)) == 0.0)
+    if dead_training is not None:
+        wp, wr = dead_training.weight_norm["plain"], dead_training.weight_norm["residual"]
+        acc_p = mean_interval(dead_training.val_acc("plain"))
+        c.add("Exact: the dead layer's own gradient is 0 too, so in the plain net it stays dead through training",
+              "lesson", f"its weight norm, largest over {len(wp)} runs and {wp.shape[1] - 1} epochs: "
+                        f"{float(wp.max()):.3g}; the net's val acc {acc_p.format('.3f')}", float(wp.max()) == 0.0)
+        gain = paired_interval(dead_training.val_acc("residual"), dead_training.val_acc("plain"))
+        c.add("With the skip connection the earlier layers still get a gradient, and the network still works",
+              SOURCE, f"one pass: smallest gradient norm before the dead layer {float(np.min(rb)):.3g}; trained "
+                      f"{wr.shape[1] - 1} epochs: the dead layer's weight norm {mean_interval(wr[:, -1]).format('.3g')}"
+                      f", val acc residual - plain {gain.format('.3f')}",
+              _both(HOLDS if bool(np.all(rb > 0)) and bool(np.all(np.isfinite(rb))) else DOES_NOT_HOLD,
+                    verdict(gain, 0.0)))
+    else:
+        c.add("With the skip connection, the earlier layers still get a gradient", SOURCE,
+              f"smallest gradient norm before the dead layer, residual net: {float(np.min(rb)):.3g}",
+              bool(np.all(rb > 0)) and bool(np.all(np.isfinite(rb))))
+    d = sweep.deepest
+    layers = 2 * d + 2
+    res = sweep.final("val_acc", "residual", d)
+    for t, head in (("plain", "Skip connections keep a deep network trainable"),
+                    ("plain_he", "Control: the same holds against a plain net with He init")):
+        if t not in sweep.treatments:
+            continue
+        gap = paired_interval(res, sweep.final("val_acc", t, d))
+        c.add(f"{head}: at {layers} Linear layers, same budget, the residual net's val accuracy is at least "
+              f"{TRAINABLE * 100:.0f} points above the plain net's ({LABELS[t]})",
+              f"{SOURCE} + lesson", f"val acc residual {mean_interval(res).format('.3f')}; residual - plain "
+                                    f"{gap.format('.3f')}", verdict(gap, TRAINABLE))
+    if degraded is not None:
+        s, dp = degraded.shallow, degraded.deep
+        worse = paired_interval(degraded.best(dp), degraded.best(s))
+        c.add(f"Degradation: a deeper plain net, well initialized (He), trains worse than a shallower one: higher "
+              f"training loss ({2 * dp + 2} vs {2 * s + 2} layers, each at its best learning rate)", PAPER,
+              f"training loss {2 * dp + 2} layers (lr {degraded.best_lr(dp):g}) minus {2 * s + 2} layers "
+              f"(lr {degraded.best_lr(s):g}): {worse.format('.3f')}", verdict(worse, 0.0))
+        fixed = paired_interval(degraded.best(dp), sweep.final("train_loss", "residual", dp))
+        c.add(f"Residual blocks answer it: at {2 * dp + 2} layers the residual net reaches a lower training loss than "
+              "the He-initialized plain net at its best learning rate", PAPER,
+              f"training loss plain (He) - residual: {fixed.format('.3f')}", verdict(fixed, 0.0))
+    checks = [("plain", "In the deep plain net with PyTorch's default init, the gradient vanishes on its way to the "
+                        "first layer (below 1e-3 of the last layer's)", "lesson", VANISHED, "below"),
+              ("plain_he", "Control: with He init, the deep plain net's gradient does not vanish at initialization "
+                           "(above 0.1 of the last layer's)", "lesson; He et al. 2015", ALIVE, "above"),
+              ("residual", "The gradient reaching the first layer does not vanish in the residual net (above 0.1 of "
+                           "the last layer's)", "lesson", ALIVE, "above")]
+    for t, claim, source, threshold, side in checks:
+        if t not in sweep.treatments:
+            continue
+        logs = sweep.log_ratio(t, d)
+        if not all(math.isfinite(v) for v in logs):
+            c.add(claim, source, "the first layer's gradient is exactly 0 in a run", side == "below")
+            continue
+        iv = mean_interval(logs)
+        c.add(claim, source, f"{layers} layers, first-layer / last-layer gradient norm at init: {_ratio(iv)}",
+              verdict(iv, threshold, side))
+    acc = mean_interval([h.val_acc[-1] for h in blocks.residual])
+    diff = paired_interval([h.val_acc[-1] for h in blocks.residual], [h.val_acc[-1] for h in blocks.plain])
+    secs = statistics.median(h.total_seconds for h in blocks.residual)
+    c.add("The seed's BasicBlock (conv-BN-ReLU-conv-BN + shortcut) trains a small ResNet to at least 90% val "
+          "accuracy", SOURCE,
+          f"8x8 digits, {len(blocks.residual[0])} epochs: val acc {acc.format('.3f')}; with - without shortcuts "
+          f"{diff.format('.3f')}; median {secs:.1f} s of training per run", verdict(acc, 0.9))
     return c
 
 
 def make_panel(block_forward: BlockForward | None = None, gradient_norms: GradientNorms | None = None):
-    """The lesson's live panel: plain or residual, depth, learning rate, epochs, batch norm inside the blocks.
+    """The lesson's live panel: plain or residual, depth, learning rate, epochs, initialization, batch norm inside the
+    blocks.
     Its runs use ``block_forward`` and ``gradient_norms`` (None: the reference's)."""
     import ipywidgets as w
 
@@ -234,6 +261,8 @@ def make_panel(block_forward: BlockForward | None = None, gradient_norms: Gradie
         "lr": w.SelectionSlider(options=[0.005, 0.01, 0.02, 0.05, 0.1, 0.2], value=0.05, description="lr (SGD)",
                                 style=style),
         "epochs": w.IntSlider(value=8, min=1, max=40, description="epochs", style=style),
+        "init": w.ToggleButtons(options=[("PyTorch default", "default"), ("He", "he")], value="default",
+                                description="init", style=style),
         "batchnorm": w.Checkbox(value=False, description="batch norm in blocks"),
     }
     run = partial(experiment, block_forward=block_forward, gradient_norms=gradient_norms)

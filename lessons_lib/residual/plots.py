@@ -1,40 +1,87 @@
-"""Lesson 06's figures (matplotlib), one per measurement of :mod:`.lab`."""
+"""Lesson 06's figures (matplotlib), one per measurement of :mod:`.lab`. Measurements repeated over runs are drawn
+as their mean with a 95% interval (error bars or a band) and say how many runs they summarize."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
-from .lab import BlockRuns, DeadLayer, DepthSweep, GradNormRecorder
+from ..stats import column_intervals
+from .lab import LABELS, BlockRuns, DeadLayer, DeadTraining, Degradation, DepthSweep, GradNormRecorder
+
+COLORS = {"plain": "#d62728", "plain_he": "#ff7f0e", "residual": "#1f77b4"}
+FMT = {"plain": "s--", "plain_he": "^-.", "residual": "o-"}
+
+
+def _curve(ax, x: Sequence[float], rows: np.ndarray, color: str, label: str, fmt: str = "-", log: bool = False):
+    """Mean curve with its 95% band (``log``: of log10 values, i.e. a geometric mean)."""
+    rows = np.asarray(rows, dtype=float)
+    mean, low, high = column_intervals(np.log10(rows) if log else rows)
+    if log:
+        mean, low, high = 10**mean, 10**low, 10**high
+    ax.plot(x, mean, fmt, color=color, ms=4, label=label)
+    ax.fill_between(x, low, high, color=color, alpha=0.2, lw=0)
+
+
+def _finish_epochs(fig, *axes):
+    """Integer epochs on the x axis, a grid and a legend on each of ``axes``; a tight layout."""
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
 
 
 def plot_depth_sweep(sw: DepthSweep):
-    """Left: final val accuracy against depth, plain vs residual. Right: val-accuracy curves of every run."""
+    """Final training loss (left, log scale) and val accuracy (right) against depth, every treatment: mean and 95%
+    interval over the runs (error bars)."""
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 3.6))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.8))
     layers = [2 * d + 2 for d in sw.depths]
-    a.plot(layers, sw.final_acc(False), "s--", color="#d62728", label="plain")
-    a.plot(layers, sw.final_acc(True), "o-", color="#1f77b4", label="residual")
-    a.set(xscale="log", xlabel="depth (Linear layers)", ylabel="final val accuracy", ylim=(0, 1.02),
-          title="Same budget, growing depth")
-    a.set_xticks(layers, [str(v) for v in layers])
-    a.minorticks_off()
-    cmap = plt.get_cmap("viridis")
-    for k, d in enumerate(sw.depths):
-        col = cmap(k / max(len(sw.depths) - 1, 1))
-        for r, ls in ((True, "-"), (False, "--")):
-            h = sw.histories[(r, d)]
-            b.plot([e + 1 for e in h.epoch], h.val_acc, ls, color=col,
-                   label=f"{2 * d + 2} layers, {'residual' if r else 'plain'}")
-    b.set(xlabel="epoch", ylabel="val accuracy", ylim=(0, 1.02), title="Learning curves (solid: residual)")
-    b.xaxis.set_major_locator(MaxNLocator(integer=True))
-    b.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    for t in sw.treatments:
+        for ax, metric, log in ((a, "train_loss", True), (b, "val_acc", False)):
+            rows = np.array([sw.final(metric, t, d) for d in sw.depths]).T
+            mean, low, high = column_intervals(np.log10(rows) if log else rows)
+            if log:
+                mean, low, high = 10**mean, 10**low, 10**high
+            ax.errorbar(layers, mean, yerr=[mean - low, high - mean], fmt=FMT[t], color=COLORS[t], capsize=3, ms=5,
+                        label=LABELS[t])
+    a.set(yscale="log", ylabel="training loss after the last epoch", title="Training loss (geometric mean, 95% CI)")
+    b.set(ylabel="val accuracy after the last epoch", ylim=(0, 1.02), title="Validation accuracy (95% CI)")
     for ax in (a, b):
+        ax.set(xscale="log", xlabel="depth (Linear layers)")
+        ax.set_xticks(layers, [str(v) for v in layers])
+        ax.minorticks_off()
         ax.grid(alpha=0.3)
-    a.legend(fontsize=8)
+    fig.suptitle(f"Same budget ({sw.epochs} epochs, SGD lr {sw.lr:g}), growing depth: {len(sw.seeds)} runs each",
+                 fontsize=10)
     fig.tight_layout()
+    fig.legend(*a.get_legend_handles_labels(), loc="upper center", bbox_to_anchor=(0.5, 0.02), ncol=3, fontsize=8)
     return fig
+
+
+def plot_degradation(deg: Degradation, sw: DepthSweep):
+    """Training loss per epoch (geometric mean, 95% band): the He-initialized plain net, shallow and deep, each at
+    its best learning rate, and the deep residual net of the sweep."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for d, color, fmt in ((deg.shallow, "#ffbb78", "^-"), (deg.deep, "#ff7f0e", "^-.")):
+        lr = deg.best_lr(d)
+        rows = np.array([h.train_loss for h in deg.histories[(d, lr)]])
+        _curve(ax, np.arange(1, rows.shape[1] + 1), rows, color, f"plain, He init, {2 * d + 2} layers (lr {lr:g})",
+               fmt, log=True)
+    rows = np.array([h.train_loss for h in sw.histories[("residual", deg.deep)]])
+    _curve(ax, np.arange(1, rows.shape[1] + 1), rows, COLORS["residual"],
+           f"residual, {2 * deg.deep + 2} layers (lr {sw.lr:g})", "o-", log=True)
+    ax.set(yscale="log", xlabel="epoch", ylabel="training loss (eval mode)",
+           title=f"Degradation: deeper plain trains worse ({len(sw.seeds)} runs, 95% band)")
+    return _finish_epochs(fig, ax)
 
 
 def _draw_recorder(ax, rec: GradNormRecorder, title: str) -> None:
@@ -67,15 +114,23 @@ def plot_recorder(rec: GradNormRecorder, title: str = "gradient norm per layer")
 
 
 def plot_grad_norms(sw: DepthSweep, n_blocks: int | None = None):
-    """Gradient norm per layer (input side on the left) at initialization and after epochs of training, for the
-    plain and the residual net of depth ``n_blocks`` (default: the deepest)."""
+    """Gradient norm per layer (input side on the left) at initialization and after training, every treatment of
+    depth ``n_blocks`` (default: the deepest): geometric mean over the runs with a 95% band."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
-    d = max(sw.depths) if n_blocks is None else n_blocks
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
-    for ax, r in zip(axes, (False, True)):
-        _draw_recorder(ax, sw.recorder(r, d), f"{'residual' if r else 'plain'}, {2 * d + 2} Linear layers")
-    axes[0].set_ylabel("‖dLoss/dW‖ of the layer")
+    d = sw.deepest if n_blocks is None else n_blocks
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), sharey=True)
+    for ax, when in zip(axes, ("init", "final")):
+        for t in sw.treatments:
+            rows = np.maximum(sw.norms(t, d, when), 1e-30)
+            _curve(ax, np.arange(1, rows.shape[1] + 1), rows, COLORS[t], LABELS[t], FMT[t], log=True)
+        ax.set(yscale="log", xlabel="layer (1 = input side)",
+               title=f"{2 * d + 2} Linear layers, {'at initialization' if when == 'init' else 'after training'}")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(f"‖dLoss/dW‖ ({len(sw.seeds)} runs, 95% band)")
+    axes[1].legend(fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -104,21 +159,37 @@ def plot_dead_layer(dl: DeadLayer):
     return fig
 
 
-def plot_basicblock(runs: BlockRuns):
-    """Val accuracy and train loss per epoch of the small ResNet with and without shortcuts."""
+def plot_dead_training(dt: DeadTraining):
+    """Left: the dead layer's weight norm before training and after each epoch (exact zeros on the floor line).
+    Right: val accuracy per epoch. Plain vs residual, mean with a 95% band over the runs."""
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.6))
+    floor = 1e-6
+    for kind, color, fmt in (("plain", COLORS["plain"], "s--"), ("residual", COLORS["residual"], "o-")):
+        w = dt.weight_norm[kind]
+        _curve(a, np.arange(w.shape[1]), np.maximum(w, floor), color, f"{kind} (largest: {w.max():.3g})", fmt,
+               log=True)
+        rows = np.array([h.val_acc for h in dt.histories[kind]])
+        _curve(b, np.arange(1, rows.shape[1] + 1), rows, color, kind, fmt)
+    a.axhline(floor, color="gray", lw=0.8)
+    a.text(0.05, floor * 2, "exactly 0", color="gray", fontsize=8)
+    a.set(yscale="log", xlabel="epoch (0 = start)", ylabel="‖W‖ of the dead layer",
+          title=f"Does the dead layer come back? ({len(dt.seeds)} runs)")
+    b.set(xlabel="epoch", ylabel="val accuracy", ylim=(0, 1.02), title="The network with a dead layer")
+    return _finish_epochs(fig, a, b)
+
+
+def plot_basicblock(runs: BlockRuns):
+    """Val accuracy and train loss per epoch of the small ResNet with and without shortcuts (mean, 95% band)."""
+    import matplotlib.pyplot as plt
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.4))
-    for name, h, col, ls in (("residual", runs.residual, "#1f77b4", "-"), ("plain", runs.plain, "#d62728", "--")):
-        ep = [e + 1 for e in h.epoch]
-        a.plot(ep, h.val_acc, ls, color=col, marker="o", ms=3, label=name)
-        b.plot(ep, h.train_loss, ls, color=col, marker="o", ms=3, label=name)
-    a.set(xlabel="epoch", ylabel="val accuracy", title="Small ResNet on 8x8 digits", ylim=(0, 1.02))
-    b.set(xlabel="epoch", ylabel="train loss", yscale="log", title="Training loss")
-    for ax in (a, b):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    for name, hs, col, ls in (("residual", runs.residual, "#1f77b4", "o-"), ("plain", runs.plain, "#d62728", "s--")):
+        ep = np.arange(1, len(hs[0]) + 1)
+        _curve(a, ep, np.array([h.val_acc for h in hs]), col, name, ls)
+        _curve(b, ep, np.array([h.train_loss for h in hs]), col, name, ls, log=True)
+    a.set(xlabel="epoch", ylabel="val accuracy", title=f"Small ResNet on 8x8 digits ({len(runs.residual)} runs)",
+          ylim=(0, 1.02))
+    b.set(xlabel="epoch", ylabel="train loss", yscale="log", title="Training loss (95% band)")
+    return _finish_epochs(fig, a, b)

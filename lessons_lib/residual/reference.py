@@ -27,13 +27,29 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..validate import BadArgument, check_choice, check_int
+
 SHORTCUTS = ("auto", "identity", "projection", "pad")
 BlockForward = Callable[[torch.Tensor, nn.Module], torch.Tensor]
+MAX_BLOCKS = 2000  # deeper than ResNet-1202 (600 blocks): a typo, not an experiment for this lesson's apparatus
+
+
+def _flag(value: object, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise BadArgument(f"{name}={value!r}: must be True or False, got {type(value).__name__}")
+    return value
+
+
+def _size(value: object, name: str, fix: str = "") -> int:
+    return check_int(value, name, low=1, high=2**20, fix=fix or "a positive whole number of features or channels")
 
 
 def residual_forward(x: torch.Tensor, block: nn.Module) -> torch.Tensor:
     """``relu(F(x) + shortcut(x))`` with ``F(x) = block.layer2(relu(block.layer1(x)))``; the shortcut is ``x``
     itself when ``block.shortcut`` is None (same shape in and out), else ``block.shortcut(x)`` (a projection)."""
+    if not all(hasattr(block, a) for a in ("layer1", "layer2", "shortcut")):
+        raise BadArgument(f"block must have layer1, layer2 and shortcut (a ResidualBlock or BasicBlock), got "
+                          f"{type(block).__name__}")
     out = block.layer2(F.relu(block.layer1(x)))
     shortcut = x if block.shortcut is None else block.shortcut(x)
     return F.relu(out + shortcut)  # the ReLU comes after the sum: the skip passes x (and its gradient) unchanged
@@ -48,10 +64,27 @@ class Block(nn.Module):
                  forward_fn: BlockForward | None):
         super().__init__()
         self.layer1, self.layer2, self.shortcut = layer1, layer2, shortcut
-        self.skip = bool(skip)
+        self.skip = _flag(skip, "skip")
+        if forward_fn is not None and not callable(forward_fn):
+            raise BadArgument(f"forward_fn={forward_fn!r}: must be a function forward_fn(x, block), or None for "
+                              "residual_forward")
         self.forward_fn = residual_forward if forward_fn is None else forward_fn
 
+    def check_input(self, x: object) -> None:
+        """Refuse an input this block cannot take, naming the shape it needs (instead of torch's matmul error)."""
+        first = self.layer1[0] if isinstance(self.layer1, nn.Sequential) else self.layer1
+        n_in, ndim = (first.in_features, 2) if isinstance(first, nn.Linear) else (first.in_channels, 4)
+        want = "(N, features)" if ndim == 2 else "(N, channels, H, W)"
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            raise BadArgument(f"{type(self).__name__} needs a float torch.Tensor of shape {want} with {n_in} "
+                              f"{want[4:-1].split(',')[0]}, got {type(x).__name__}"
+                              + (f" of dtype {x.dtype}" if isinstance(x, torch.Tensor) else ""))
+        if x.ndim != ndim or x.shape[1] != n_in:
+            raise BadArgument(f"{type(self).__name__} needs x of shape {want} with {n_in} in dimension 1, got "
+                              f"{tuple(x.shape)}")
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
         if self.skip:
             return self.forward_fn(x, self)
         return F.relu(self.layer2(F.relu(self.layer1(x))))
@@ -69,9 +102,8 @@ class ResidualBlock(Block):
 
     def __init__(self, d_in: int, d_out: int | None = None, *, skip: bool = True, batchnorm: bool = False,
                  forward_fn: BlockForward | None = None):
-        d_out = d_in if d_out is None else d_out
-        if int(d_in) < 1 or int(d_out) < 1:
-            raise ValueError(f"ResidualBlock needs d_in, d_out >= 1, got {d_in}, {d_out}")
+        d_in = _size(d_in, "d_in")
+        d_out = d_in if d_out is None else _size(d_out, "d_out")
         shortcut = nn.Linear(d_in, d_out, bias=False) if (skip and d_out != d_in) else None
         super().__init__(_linear(d_in, d_out, batchnorm), _linear(d_out, d_out, batchnorm), shortcut, skip, forward_fn)
 
@@ -109,10 +141,10 @@ class BasicBlock(Block):
 
     def __init__(self, in_planes: int, planes: int, stride: int = 1, shortcut: str = "auto", skip: bool = True,
                  forward_fn: BlockForward | None = None):
-        if in_planes < 1 or planes < 1 or stride < 1:
-            raise ValueError(f"BasicBlock needs in_planes, planes, stride >= 1; got {in_planes}, {planes}, {stride}")
-        if shortcut not in SHORTCUTS:
-            raise ValueError(f"unknown shortcut {shortcut!r}: choose one of {', '.join(SHORTCUTS)}")
+        in_planes, planes = _size(in_planes, "in_planes"), _size(planes, "planes")
+        stride = check_int(stride, "stride", low=1, high=64, fix="1 keeps the resolution, 2 halves it")
+        check_choice(shortcut, "shortcut", SHORTCUTS)
+        _flag(skip, "skip")
         mismatch = in_planes != planes or stride != 1
         if shortcut == "auto":
             shortcut = "projection" if mismatch else "identity"
@@ -137,10 +169,10 @@ def deep_mlp(n_in: int, width: int, n_blocks: int, n_out: int, *, residual: bool
 
     Each block holds two Linear layers, so the net has ``2 * n_blocks + 2``. ``residual=False``: the blocks
     without their skip; built after the same seed, the plain and the residual net have identical weights."""
-    if n_blocks < 0:
-        raise ValueError(f"n_blocks must be >= 0, got {n_blocks}")
-    if n_in < 1 or n_out < 1 or width < 1:
-        raise ValueError(f"sizes must be >= 1, got n_in={n_in}, width={width}, n_out={n_out}")
+    n_blocks = check_int(n_blocks, "n_blocks", low=0, high=MAX_BLOCKS, fix="the number of residual blocks, e.g. 8")
+    n_in = _size(n_in, "n_in", "the number of input features, e.g. data.n_features")
+    width, n_out = _size(width, "width"), _size(n_out, "n_out", "the number of classes, e.g. data.n_classes")
+    _flag(residual, "residual"), _flag(batchnorm, "batchnorm")
     blocks = [ResidualBlock(width, skip=residual, batchnorm=batchnorm, forward_fn=block_forward)
               for _ in range(n_blocks)]
     return nn.Sequential(nn.Linear(n_in, width), nn.ReLU(), *blocks, nn.Linear(width, n_out))
@@ -153,18 +185,23 @@ def small_resnet(image_shape: tuple[int, int, int] = (1, 8, 8), n_classes: int =
     3x3 conv stem + BN + ReLU to ``channels[0]``, then per stage ``blocks_per_stage`` :class:`BasicBlock` (the
     first of each later stage halves the resolution), global average pooling, a Linear head.
     ``residual=False`` gives the same network without shortcuts."""
-    if len(image_shape) != 3:
-        raise ValueError(f"image_shape is (channels, height, width), got {image_shape}")
-    if not channels or blocks_per_stage < 1:
-        raise ValueError("small_resnet needs at least one stage and blocks_per_stage >= 1")
-    prev = int(channels[0])
+    if not isinstance(image_shape, (tuple, list)) or len(image_shape) != 3:
+        raise BadArgument(f"image_shape={image_shape!r}: must be (channels, height, width), e.g. (1, 8, 8)")
+    image_shape = tuple(_size(v, f"image_shape[{i}]") for i, v in enumerate(image_shape))
+    if isinstance(channels, (str, bytes)) or not hasattr(channels, "__iter__") or not list(channels):
+        raise BadArgument(f"channels={channels!r}: must be a list of channels per stage, e.g. (16, 32)")
+    channels = [_size(c, f"channels[{i}]") for i, c in enumerate(channels)]
+    blocks_per_stage = check_int(blocks_per_stage, "blocks_per_stage", low=1, high=MAX_BLOCKS)
+    n_classes = _size(n_classes, "n_classes", "the number of classes, e.g. 10")
+    _flag(residual, "residual")
+    prev = channels[0]
     layers: list[nn.Module] = [nn.Unflatten(1, tuple(image_shape)), *_conv_bn(image_shape[0], prev, 3, 1), nn.ReLU()]
     for i, c in enumerate(channels):
         for j in range(blocks_per_stage):
             stride = 2 if (i > 0 and j == 0) else 1
-            layers.append(BasicBlock(prev, int(c), stride=stride, shortcut=shortcut, skip=residual,
+            layers.append(BasicBlock(prev, c, stride=stride, shortcut=shortcut, skip=residual,
                                      forward_fn=block_forward))
-            prev = int(c)
+            prev = c
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(prev, n_classes)]
     return nn.Sequential(*layers)
 
@@ -172,6 +209,8 @@ def small_resnet(image_shape: tuple[int, int, int] = (1, 8, 8), n_classes: int =
 def weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """(name, module) of every Linear / Conv layer of ``model``, input side first (the order of
     ``model.named_modules()``)."""
+    if not isinstance(model, nn.Module):
+        raise BadArgument(f"model must be an nn.Module, got {type(model).__name__}")
     return [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))]
 
 
@@ -179,6 +218,34 @@ def gradient_norms(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[f
     """The L2 norm of the gradient of every weight layer's ``weight`` (:func:`weight_layers` order, input side
     first) for one mean cross-entropy backward pass on ``(x, y)``. The model's old ``.grad`` are cleared first
     (else the new gradient would add to them) and hold this pass's gradients afterwards."""
+    _check_batch(model, x, y)
+    layers = weight_layers(model)
+    frozen = [n for n, m in layers if not m.weight.requires_grad]
+    if frozen:
+        raise BadArgument(f"layers {frozen} are frozen (requires_grad=False): unfreeze them to measure their gradient")
     model.zero_grad(set_to_none=True)
-    F.cross_entropy(model(x), y).backward()
-    return [float(m.weight.grad.norm()) for _, m in weight_layers(model)]
+    try:
+        out = model(x)
+    except (RuntimeError, BadArgument) as e:
+        raise BadArgument(f"x of shape {tuple(x.shape)} does not fit the model ({e}): pass a batch of the data the "
+                          "model was built for") from e
+    F.cross_entropy(out, y).backward()
+    return [float(m.weight.grad.norm()) for _, m in layers]
+
+
+def _check_batch(model: object, x: object, y: object) -> None:
+    """Refuse a model or batch :func:`gradient_norms` cannot use, naming the fix."""
+    if not isinstance(model, nn.Module) or not weight_layers(model):
+        raise BadArgument(f"model must be an nn.Module with Linear or Conv layers, got {type(model).__name__}")
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim < 2:
+        raise BadArgument(f"x must be a float torch.Tensor (N, features...), got {type(x).__name__}"
+                          + (f" {x.dtype} of shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else ""))
+    if not isinstance(y, torch.Tensor) or y.dtype != torch.long or y.shape != x.shape[:1]:
+        raise BadArgument(f"y must be a torch.long tensor of {len(x)} class labels (one per row of x), got "
+                          f"{type(y).__name__}" + (f" {y.dtype} of shape {tuple(y.shape)}"
+                                                   if isinstance(y, torch.Tensor) else ""))
+    last = weight_layers(model)[-1][1]
+    n_classes = getattr(last, "out_features", None)
+    if len(y) and n_classes is not None and not 0 <= int(y.min()) <= int(y.max()) < n_classes:
+        raise BadArgument(f"y holds labels from {int(y.min())} to {int(y.max())} but the model has {n_classes} "
+                          f"outputs: labels must be in 0..{n_classes - 1}")

@@ -3,27 +3,35 @@ there is one (the cores of *their* hardware report, the mean and median of *thei
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..device import HardwareReport
 from ..exercises import CheckResult, check_answer
-from ..timing import Timing
+
+if TYPE_CHECKING:
+    from .lab import NoiseResult
 
 
 def _word(answer: object) -> object:
-    """'lessons_lib.device.synchronize()' -> 'synchronize'; non-strings are left alone."""
+    """'lessons_lib.device.synchronize()' -> 'synchronize'; a function or module gives its name; other
+    non-strings are left alone."""
+    if callable(answer) and hasattr(answer, "__name__"):
+        answer = answer.__name__
     if not isinstance(answer, str):
         return answer
     return answer.strip().lower().removesuffix("()").split(".")[-1]
 
 
-def check_statistic(answer: str, noise: Timing) -> CheckResult:
+def check_statistic(answer: str, noise: NoiseResult) -> CheckResult:
     """Which statistic of repeated timings does the course report, "mean" or "median"? (``noise``: the run's
-    timings with a noisy neighbour, whose numbers the hint quotes.)"""
-    above = sum(t < noise.mean for t in noise.times) / len(noise.times)
+    timings with a noisy neighbour, whose numbers, all repeats together, the hint quotes.)"""
+    calls = noise.pooled
+    above = sum(t < calls.mean for t in calls.times) / len(calls.times)
     return check_answer(answer, "median", exercise="statistic", normalize=_word,
                         praise="The median stays with the bulk of the calls; the rare long outliers that other "
                                "programs cause do not move it.",
-                        mistakes={"mean": f"in your run the few slow calls pulled the mean to {noise.mean * 1e3:.3f} "
-                                          f"ms, above {above:.0%} of all calls; the median ({noise.median * 1e3:.3f} "
+                        mistakes={"mean": f"in your run the few slow calls pulled the mean to {calls.mean * 1e3:.3f} "
+                                          f"ms, above {above:.0%} of all calls; the median ({calls.median * 1e3:.3f} "
                                           "ms) stays with the bulk. Which one describes a typical call?",
                                   "max": "the maximum is the one outlier you want to ignore.",
                                   "min": "the minimum is a lucky call; it hides the usual cost."},
