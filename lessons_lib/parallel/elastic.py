@@ -232,15 +232,13 @@ def run_torchrun(script_args: Sequence[str], *, nodes: int = 1, procs_per_node: 
                  timeout: float = 300) -> list[subprocess.CompletedProcess]:
     """Start every node's torchrun at once and wait for all; returns their completed processes (stdout/stderr
     captured). One thread per OMP pool keeps 2 cores from being oversubscribed."""
-    port = free_port()
+    cmds = torchrun_commands(script_args, nodes=nodes, procs_per_node=procs_per_node, port=free_port(),
+                             max_restarts=max_restarts)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-             for c in torchrun_commands(script_args, nodes=nodes, procs_per_node=procs_per_node, port=port,
-                                        max_restarts=max_restarts)]
+    procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for c in cmds]
     out = []
     try:
-        for p, cmd in zip(procs, torchrun_commands(script_args, nodes=nodes, procs_per_node=procs_per_node,
-                                                    port=port, max_restarts=max_restarts)):
+        for p, cmd in zip(procs, cmds):
             so, se = p.communicate(timeout=timeout)
             out.append(subprocess.CompletedProcess(cmd, p.returncode, so, se))
     finally:
