@@ -164,6 +164,23 @@ class BucketTables:
         counts = torch.bincount(flat, minlength=B * n)
         return counts.view(B, self.n_items)
 
+    def members(self, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(query, item)``: int64 index pairs, one per item in each of a query's L buckets, grouped by query
+        (ascending), then by table; an item sharing m of the query's buckets appears m times. The work is
+        proportional to the number of pairs (no (B, n_items) array): the sparse counterpart of :meth:`query_counts`."""
+        if codes.dim() != 2 or codes.shape[1] != self.L:
+            raise ValueError(f"query codes must be (B, L={self.L}), got {tuple(codes.shape)}")
+        B, dev = codes.shape[0], codes.device
+        keys = (codes.to(torch.int64) + self.table_base.to(dev, torch.int64)).reshape(-1)  # (B * L,)
+        starts = self.offsets[keys].to(torch.int64)
+        lengths = self.offsets[keys + 1].to(torch.int64) - starts
+        total = int(lengths.sum())
+        shift = torch.repeat_interleave(starts - (torch.cumsum(lengths, 0) - lengths), lengths, output_size=total)
+        items = self.items[torch.arange(total, device=dev) + shift].to(torch.int64)
+        query = torch.repeat_interleave(torch.arange(B, device=dev), lengths.view(B, self.L).sum(1),
+                                        output_size=total)
+        return query, items
+
 
 def collision_counts_bruteforce(query_codes: torch.Tensor, item_codes: torch.Tensor) -> torch.Tensor:
     """Reference for :meth:`BucketTables.query_counts`: compare all codes, (B, L) x (n, L) -> (B, n)."""

@@ -109,6 +109,14 @@ class _PanelCallback(Callback):
             self.last_draw = now
 
 
+def _measured(rec: RunRecord) -> dict[str, str]:
+    """What the experiment measured besides the curves, shown beside them: ``history.config["measured"]``, a dict
+    of column name -> value (text), e.g. lesson 09's multiplications as a fraction of the dense layer's."""
+    h = rec.history
+    m = h.config.get("measured") if h is not None and isinstance(getattr(h, "config", None), dict) else None
+    return {str(k): str(v) for k, v in m.items()} if isinstance(m, dict) else {}
+
+
 class LivePanel:
     """Device toggle, knobs, Run / Stop, live loss and accuracy curves, a readout and a runs table.
 
@@ -220,25 +228,30 @@ class LivePanel:
         if not s.get("epochs"):
             return f"run {rec.index}: no epoch finished"
         stop = f" — {html.escape(str(s['stop']))}" if s["stop"] else ""
+        measured = "".join(f", {html.escape(k)} {html.escape(str(v))}" for k, v in _measured(rec).items())
         return (f"<b>run {rec.index} done</b> on {s['device']}: {s['epochs']} epochs in "
                 f"{format_seconds(s['seconds'])}, <b>{s['step_ms']:.3g} ms/step</b>, "
                 f"{s['samples_per_s']:,.0f} samples/s, val acc {s['val_acc']:.3f} (best {s['best_val_acc']:.3f})"
-                f"{stop}")
+                f"{measured}{stop}")
 
     def _render_table(self) -> str:
         heads = [
             "#", "device", "knobs", "epochs", "train acc", "val acc", "best val", "ms/step", "samples/s", "s", "stop",
         ]
+        extra = list(dict.fromkeys(k for rec in self.runs for k in _measured(rec)))  # e.g. "mults vs dense"
+        heads[7:7] = extra
         rows = []
         for rec in self.runs:
             knobs = ", ".join(f"{k}={v}" for k, v in rec.knobs.items())
             s = rec.history.summary() if rec.history is not None else {"epochs": 0}
             if rec.error or not s.get("epochs"):
-                cells = [rec.index, rec.device, knobs, 0, "", "", "", "", "", "", rec.error and "error" or ""]
+                cells = [rec.index, rec.device, knobs, 0, "", "", "", *([""] * len(extra)), "", "", "",
+                         rec.error and "error" or ""]
             else:
+                m = _measured(rec)
                 cells = [rec.index, s["device"], knobs, s["epochs"], f"{s['train_acc']:.3f}", f"{s['val_acc']:.3f}",
-                         f"{s['best_val_acc']:.3f}", f"{s['step_ms']:.3g}", f"{s['samples_per_s']:,.0f}",
-                         f"{s['seconds']:.2f}", s["stop"]]
+                         f"{s['best_val_acc']:.3f}", *(m.get(k, "") for k in extra), f"{s['step_ms']:.3g}",
+                         f"{s['samples_per_s']:,.0f}", f"{s['seconds']:.2f}", s["stop"]]
             rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
         head = "".join(f"<th>{h}</th>" for h in heads)
         return f"<table class='lessons-runs'><tr>{head}</tr>{''.join(rows)}</table>" if rows else ""

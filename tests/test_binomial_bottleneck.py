@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from lessons_lib.binomial_bottleneck import fix, lab, plots, reference
-from lessons_lib.binomial_bottleneck.reference import FastDropout
+from lessons_lib.binomial_bottleneck.fast_dropout import FastDropout
 from lessons_lib.callbacks import StopAfterSteps
 from lessons_lib.data import load
 from lessons_lib.models import mlp
@@ -154,7 +154,7 @@ def test_compare_generators_rows():
 
 def test_method_table_states_the_quantization():
     table = lab.method_table()
-    assert "0.898438" in table and "auto picks: p=0.1: uint16" in table
+    assert "0.898438" in table and "auto picks: p=0.1: table" in table
     assert lab.keep_probability("uniform", 0.1) == pytest.approx(0.9, abs=2**-24)
     with pytest.raises(ValueError, match="0.5"):
         lab.keep_probability("bits", 0.3)

@@ -15,6 +15,8 @@ from lessons_lib.callbacks import StopAfterSteps
 from lessons_lib.data import load
 from lessons_lib.hashing import lab as H
 from lessons_lib.hashing import plots, reference
+from lessons_lib.stats import mean_interval
+from lessons_lib.timing import Timing
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -324,15 +326,15 @@ def test_sweep_pairs_runs_by_seed_and_gives_intervals():
 def test_results_table_gives_mean_and_half_width_per_configuration():
     sw = _sweep([0.40, 0.50, 0.30], [0.45, 0.56, 0.34])
     dense = next(ln for ln in H.results_table(sw).splitlines() if ln.startswith("dense"))
-    iv = H.mean_interval([0.45, 0.56, 0.34])
+    iv = mean_interval([0.45, 0.56, 0.34])
     assert f"{iv.mean:.3f} ± {iv.half_width:.3f}" in dense and " 3 " in dense
     line = H.results_table([_run("lsh", 0.05, 0.3, (0.05, 0.02, 0.01))]).splitlines()[2]
     assert "8.0%" in line and "3.0%" in line and "±" not in line  # total, hashing = selection + rebuilds; 1 run
 
 
 def test_step_timing_ratios_are_taken_round_by_round():
-    t = H.StepTimings(dense=H.Timing([1.0, 2.0, 4.0], []), per_example=H.Timing([3.0, 4.0, 4.0], []),
-                      union=H.Timing([2.0, 2.0, 2.0], []))
+    t = H.StepTimings(dense=Timing([1.0, 2.0, 4.0], []), per_example=Timing([3.0, 4.0, 4.0], []),
+                      union=Timing([2.0, 2.0, 2.0], []))
     r = t.ratio("per_example")
     assert (r.median, r.low, r.high, r.n) == (2.0, 1.0, 3.0, 3)  # 3/1, 4/2, 4/4 (not a ratio of medians)
     assert t.ratio("union").high == 2.0
@@ -354,8 +356,8 @@ def test_plots_render():
 
 
 def _claims(sw, overlaps=(0.3, 0.32, 0.31), ratios=(4.0, 5.0, 6.0), scratch=(0.4, 0.42), unions=None):
-    dense = H.Timing([1.0] * len(ratios), [])
-    timings = H.StepTimings(dense=dense, per_example=H.Timing(list(ratios), []), union=H.Timing(list(ratios), []))
+    dense = Timing([1.0] * len(ratios), [])
+    timings = H.StepTimings(dense=dense, per_example=Timing(list(ratios), []), union=Timing(list(ratios), []))
     runs = [H.ScratchRun("lsh", 0.05, 50, [0.3], o, 0.05, 1.0) for o in scratch]
     return H.claims(sw, [H.Overlap(o, 0.05, 0.6) for o in overlaps], timings, scratch=runs, unions=unions)
 
@@ -412,3 +414,58 @@ def test_fraction_sweep_runs_every_method_once_per_seed():
     assert "2 models" in H.union_table({"LSH": [H.union_fractions(r.model, data.x_val, (1, 8)) for r in (a, b)]})
     table = H.pool_table([a.model, b.model], data.x_val, pool_dims=(2, 8))
     assert len(table.splitlines()) == 3 and "2 models" in table
+
+
+def test_claims_judge_the_seed_in_the_papers_regime_when_given_and_add_extra_rows():
+    """With ``paper`` the seed's accuracy claim is judged on the paper-regime comparison (its rows first), the Adam
+    sweep's rows say they are the other recipe, and ``extra`` rows (wide output, crossover) come after them."""
+    from lessons_lib.hashing import paper_regime as pr
+
+    sw = _sweep([0.495, 0.50, 0.49], [0.50, 0.505, 0.495], [0.30, 0.31, 0.29], [0.50, 0.50, 0.49])
+    mults = pr.Mults(matmul=50.0, selection=30.0, rebuild=10.0, dense=1000.0)
+    runs = [pr.PaperRun(m, s, 1000, k, 0.1, acc + 0.01 * s, [0.5, 0.6, 0.6], mults, 3 if m == "lsh" else 0, 1.0)
+            for s in (0, 1, 2) for m, k, acc in (("dense", 1000, 0.60), ("lsh", 50, 0.45), ("narrow", 90, 0.58))]
+    paper = pr.PaperComparison(pr.DEFAULT, [0, 1, 2], runs, 3.0)
+    extra = [("A wide output layer: ≤ 10% of the multiplications within 1 point", "Chen et al. 2020 (SLIDE)",
+              "made up", "inconclusive")]
+    c = H.claims(sw, [H.Overlap(o, 0.05, 0.6) for o in (0.3, 0.32, 0.31)],
+                 H.StepTimings(dense=Timing([1.0] * 3, []), per_example=Timing([4.0] * 3, []),
+                               union=Timing([4.0] * 3, [])), paper=paper, extra=extra)
+    claims = [r.claim for r in c.rows]
+    assert claims[0].startswith("In the paper's regime") and claims[1].startswith("…without any loss")
+    assert _verdict(c, "…without any loss") == "does not hold"  # dense − LSH = 15 points in every pair
+    assert _verdict(c, "LSH beats a dense net of EQUAL compute") == "does not hold"
+    assert claims.index(extra[0][0]) > claims.index("…without any loss in accuracy (criterion: within 1 point of "
+                                                    "dense test accuracy)")
+    assert _verdict(c, "With Adam and a few epochs instead (every weight row's moments move): LSH within") \
+        == "holds"
+    assert not any(r.startswith("Control: at the same fraction") for r in claims)  # the paper's controls judge
+
+
+def test_experiment_reports_multiplications_and_rebuilds_for_the_panel():
+    data = load("mnist1d", seed=0).subset_train(256)
+    h = H.experiment(method="lsh", data=data, width=100, epochs=1, batch_size=64, K=4, L=8, rebuild_first=2,
+                     seed=0)
+    layer = H.sampled_layer(h.config["model"])
+    f = layer.counters.train.fractions()
+    assert h.config["measured"]["mults vs dense"] == f"{f.total:.1%} (hashing {f.hashing:.1%})"
+    assert int(h.config["measured"]["rebuilds"]) == layer.counters.train.rebuilds == len(
+        lsh.RebuildSchedule(first=2).steps(layer.step))
+    assert (layer.K, layer.L) == (4, 8)
+    d = H.experiment(method="dropout", data=data, width=100, epochs=1, batch_size=64, seed=0)
+    assert d.config["measured"]["mults vs dense"] == "100%"
+
+
+def test_paper_plot_renders_curves_and_cost_points():
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    from lessons_lib.hashing import paper_regime as pr
+
+    matplotlib.use("Agg")
+    mults = pr.Mults(matmul=50.0, selection=30.0, rebuild=10.0, dense=1000.0)
+    runs = [pr.PaperRun(m, s, 1000, 50, 0.1, 0.5 + 0.01 * s, [0.4, 0.5, 0.5 + 0.01 * s], mults, 0, 1.0)
+            for s in (0, 1) for m in ("dense", "lsh")]
+    fig = plots.plot_paper(pr.PaperComparison(pr.DEFAULT, [0, 1], runs, 1.0))
+    assert len(fig.axes) == 2 and len(fig.axes[0].lines) == 2 and "2 seeds" in fig.axes[0].get_title()
+    plt.close("all")

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from lessons_lib.hashing import checks, lab, reference
 
@@ -288,7 +289,7 @@ def test_check_bit_and_bucket_collision(rates):
 def test_check_hash_mults_and_union_fraction():
     layer = lab.SampledHidden(40, 1000, selector="lsh", K=6, L=50, pool_dim=8, seed=0)
     run = lab.RunResult("lsh", 0.05, 0.0, 0.0, 0.0, 0.0, lab.MultFractions(0.05, 0.0, 0.0), None,
-                        lab.torch.nn.Sequential(layer))
+                        torch.nn.Sequential(layer))
     assert checks.check_hash_mults(8 * 6 * 50, run)
     assert "pooled to 8" in checks.check_hash_mults(40 * 6 * 50, run).message
     assert "dot product of length pool_dim" in checks.check_hash_mults(300, run).message

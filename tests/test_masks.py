@@ -13,7 +13,9 @@ from lessons_lib.binomial_bottleneck.reference import (
     auto_method,
     bernoulli_mask,
     bits_mask,
+    pattern_table,
     random_bytes,
+    table_mask,
     uint8_mask,
 )
 from lessons_lib.seeds import numpy_rng
@@ -112,10 +114,50 @@ def test_exact_is_exact_where_uint8_is_not():
 
 def test_auto_choices():
     assert auto_method(0.5) == "bits"
-    assert auto_method(0.75) == "uint8"  # 256 * 0.75 = 192: exact with one byte
-    assert auto_method(0.1) == "uint16"
+    assert auto_method(0.75) == auto_method(0.1) == "table"  # 2 random bits per unit at every other p
     for p in (0.1, 0.2, 0.8, 0.3, 0.999):
         assert abs(keep_probability("auto", p) - (1 - p)) <= 2**-16
+
+
+BITS = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).astype(np.int64)  # pattern -> its 8 units
+
+
+@pytest.mark.parametrize("p", [0.1, 0.2, 0.5, 0.8, 0.3, 0.05, 1 / 3, 0.999, 1e-7])
+def test_pattern_table_every_unit_within_2_16_and_pairs_nearly_independent(p):
+    """Read off the table itself (no sampling): each of the 8 units of a group is kept in the same number of the
+    65,536 entries, within 2^-17 of 1 - p; every pair of units is kept together as often as independent units
+    would be, to 2e-4; the pattern distribution is within 1e-3 of the independent one (total variation)."""
+    table = pattern_table(p)
+    assert table.dtype == np.uint8 and table.shape == (65536,) and not table.flags.writeable
+    share = np.bincount(table, minlength=256) / 65536  # probability of each keep pattern
+    units = BITS.T @ share
+    assert np.all(units == units[0]) and abs(units[0] - (1 - p)) <= 2**-17
+    pairs = (BITS.T * share) @ BITS
+    off = ~np.eye(8, dtype=bool)
+    assert np.abs(pairs - np.outer(units, units))[off].max() < 2e-4
+    k = BITS.sum(axis=1)
+    assert 0.5 * np.abs(share - (1 - p) ** k * p ** (8 - k)).sum() < 1e-3
+
+
+def test_pattern_table_planted_bug_is_caught():
+    """Without the last step (moving entries until every unit has its share) the units drift apart: the check
+    above would fail. Shown on the rounded counts alone."""
+    p = 0.3
+    k = BITS.sum(axis=1)
+    ideal = (1 - p) ** k * p ** (8 - k) * 65536
+    counts = np.floor(ideal).astype(np.int64)
+    counts[np.argsort(counts - ideal, kind="stable")[: 65536 - counts.sum()]] += 1
+    units = BITS.T @ (counts / 65536)
+    assert not (np.all(units == units[0]) and abs(units[0] - 0.7) <= 2**-17)
+
+
+def test_table_mask_is_the_table_read_by_16_bit_words():
+    """table_mask's bits are, group by group, the table entries of the random 16-bit words it drew."""
+    g1, g2 = np.random.default_rng(3), np.random.default_rng(3)
+    m = table_mask((5, 13), 0.2, g1)  # 65 units: 9 groups, the last one cut short
+    words = random_bytes(g2, 18).view(np.uint16)
+    want = np.unpackbits(pattern_table(0.2)[words])[:65].astype(bool).reshape(5, 13)
+    assert np.array_equal(m, want)
 
 
 def test_reproducible_and_follows_global_seed():

@@ -5,6 +5,8 @@ generators (shape, dtype, p, seeds: keep rate within exact binomial bounds, repr
 
 from __future__ import annotations
 
+import gc
+
 import numpy as np
 import pytest
 import torch
@@ -13,13 +15,8 @@ from hypothesis import strategies as st
 from scipy.stats import binom
 
 from lessons_lib.binomial_bottleneck import lab, speed
-from lessons_lib.binomial_bottleneck.reference import (
-    MASKS,
-    FastDropout,
-    as_generator,
-    bernoulli_mask,
-    scaled_mask,
-)
+from lessons_lib.binomial_bottleneck.fast_dropout import FastDropout, scaled_mask
+from lessons_lib.binomial_bottleneck.reference import MASKS, as_generator, bernoulli_mask
 from lessons_lib.device import DeviceUnavailableError
 from lessons_lib.validate import BadArgument
 
@@ -190,7 +187,10 @@ def test_fast_vs_f_dropout_measures_every_pair_and_restores_threads():
     r = speed.fast_vs_f_dropout(ps=(0.1, 0.5), threads=(1,), shape=(16, 64), rounds=3, number=1)
     assert torch.get_num_threads() == before
     assert set(r.ratios) == {(0.1, 1), (0.5, 1)} and all(len(v) == 3 and min(v) > 0 for v in r.ratios.values())
-    assert "median [range]" in r.table() and len(r.table().splitlines()) == 4
+    assert set(r.ceilings) == set(r.ratios) and all(len(v) == 3 and min(v) > 0 for v in r.ceilings.values())
+    assert gc.isenabled()  # switched off only while the rounds run
+    lines = r.table().splitlines()
+    assert "median [range]" in lines[0] and "a free mask" in lines[1] and len(lines) == 5
 
 
 def test_speed_verdicts_are_judged_on_the_range():

@@ -124,3 +124,20 @@ def test_display_bundle_has_widget_and_static_snapshot():
     assert "application/vnd.jupyter.widget-view+json" in b
     snap = b["text/html"]
     assert snap.count("<polyline") == 4 and "lessons-runs" in snap and "run 1 done" in snap
+
+
+def test_what_an_experiment_measured_gets_its_own_column():
+    """``history.config["measured"]`` (e.g. lesson 09's multiplications) stands beside accuracy and ms/step."""
+
+    def measuring(*, device, callbacks, width=16, epochs=1):
+        h = experiment(device=device, callbacks=callbacks, width=width, epochs=epochs)
+        h.config["measured"] = {"mults vs dense": f"{width / 64:.0%}"}
+        return h
+
+    p = LivePanel(measuring, {"width": w.IntSlider(16, 4, 64), "epochs": w.IntSlider(1, 1, 5)}, redraw_seconds=0.0)
+    p.run()
+    p.run(width=32)
+    heads = p.table.value.split("</tr>")[0]
+    assert heads.index("val acc") < heads.index("mults vs dense") < heads.index("ms/step")
+    assert "<td>25%</td>" in p.table.value and "<td>50%</td>" in p.table.value
+    assert "mults vs dense 50%" in p.readout.value

@@ -42,7 +42,7 @@ from ..timing import cpu_rounds, min_ratios, time_interleaved
 from ..training import History, batches, fit, make_optimizer, train_loop
 from ..validate import BadArgument, check_choice, check_int, check_p, check_shape
 from . import reference
-from .reference import FastDropout
+from .fast_dropout import FastDropout
 
 if TYPE_CHECKING:
     from .fix import FixRuns
@@ -214,6 +214,7 @@ MASK_METHODS = {m.name: m for m in (
     MaskMethod("uint16", "16-bit random word w per unit, keep if w >= round(65536 p)", 2.0**-17),
     MaskMethod("uint8", "random byte b per unit, keep if b >= round(256 p): p in 1/256 steps", 2.0**-9),
     MaskMethod("exact", "byte threshold, ties at the threshold byte refined by more bytes", 0.0),
+    MaskMethod("table", "16 random bits per 8 units: a 65,536-entry table of keep patterns", 2.0**-17),
     MaskMethod("bits", "one random bit per unit (bytes unpacked); p = 0.5 only", 0.0, only_p=0.5),
 )}
 AUTO_TOLERANCE = 2.0**-16
@@ -232,6 +233,8 @@ def keep_probability(method: str, p: float) -> float:
     if method in ("uint8", "uint16"):
         levels = 256 if method == "uint8" else 65536
         return (levels - min(round(levels * p), levels)) / levels
+    if method == "table":  # every unit's share of the table's 65,536 entries (the same for all 8 units)
+        return float(np.unpackbits(reference.pattern_table(p)).sum()) / (8 * 65536)
     if method == "uniform":  # u = k 2^-24, k uniform in 0..2^24-1, compared in float32 with float32(p)
         return 1.0 - math.ceil(float(np.float32(p)) * 2**24) / 2**24
     raise ValueError(f"unknown mask method {method!r}: choose 'auto' or one of {', '.join(MASK_METHODS)}")

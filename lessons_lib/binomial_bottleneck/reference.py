@@ -11,21 +11,22 @@ a general sampler run once per unit, ~70% of the training time. A mask needs far
 * :func:`bits_mask`: one random *bit* per unit (random bytes unpacked): exact, and only possible, at p = 0.5.
 * :func:`exact_mask`: the byte threshold, with the units whose byte equals the threshold decided by further bytes:
   exact for every p, at about one byte per unit.
-* :func:`bernoulli_mask` picks by name; ``"auto"`` is the fastest that is within 2^-16 of ``p``.
-:class:`FastDropout` is ``nn.Dropout`` with these masks on the CPU. :func:`mask_share` reads a ``pstats`` profile.
+* :func:`table_mask`: fewer bits still. A unit kept with probability 0.9 carries only 0.47 bits of information, so
+  one byte per unit wastes most of it: here 16 random bits pick the keep pattern of a *group of 8 units* through a
+  65,536-entry table (:func:`pattern_table`), 2 bits per unit at every p, each unit kept with probability within
+  2^-17 of ``1 - p`` (as uint16).
+* :func:`bernoulli_mask` picks by name; ``"auto"`` is the fastest within 2^-16 of ``p``: bits at 0.5, else table.
+:func:`mask_share` reads a ``pstats`` profile; ``nn.Dropout`` with these masks: :mod:`.fast_dropout`.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import pstats
-import sys
 from collections.abc import Iterable
 
 import numpy as np
-import torch
-from torch import nn
-from torch.nn import functional as F
 
 from ..validate import BadArgument, check_choice, check_int, check_p, check_shape
 
@@ -112,6 +113,52 @@ def bits_mask(shape: Shape, rng: np.random.Generator) -> np.ndarray:
     return np.unpackbits(random_bytes(rng, (n + 7) // 8), count=n).view(bool).reshape(shp)
 
 
+_BIT_ROWS = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1)  # byte -> its 8 bits, as unpackbits
+_LEVELS = 65536  # a table entry per 16-bit random word
+
+
+@functools.lru_cache(maxsize=64)
+def pattern_table(p: float) -> np.ndarray:
+    """65,536 bytes, read-only: entry ``w`` is the keep pattern (bit 1 = keep, first unit in the high bit, as
+    ``np.unpackbits``) of a group of 8 units for the 16-bit random word ``w``.
+
+    A pattern with k units kept has probability q^k (1-q)^(8-k) (q = 1 - p) when units are independent; each is
+    given round-down(65536 x that) entries, the leftover entries go to the largest remainders, and then single
+    entries move between two patterns that differ in one unit only until every unit is kept in exactly
+    round(65536 q) entries: a keep probability within 2^-17 of q. Units of a group are independent up to this
+    rounding (every pair's covariance is off by less than 2e-4; see the tests)."""
+    p = check_p(p)
+    kept = _BIT_ROWS.sum(axis=1)
+    ideal = (1.0 - p) ** kept * p ** (8 - kept) * _LEVELS
+    counts = np.floor(ideal).astype(np.int64)
+    counts[np.argsort(counts - ideal, kind="stable")[: _LEVELS - counts.sum()]] += 1
+    target = round(_LEVELS * (1.0 - p))
+    for unit in range(8):
+        off = np.flatnonzero(_BIT_ROWS[:, unit] == 0)  # patterns without this unit; ``on`` the same with it
+        on = off | (0x80 >> unit)
+        while (short := target - int(counts[on].sum())) != 0:
+            src, dst = (off, on) if short > 0 else (on, off)
+            gain = np.where(counts[src] > 0, (counts[src] - ideal[src]) - (counts[dst] - ideal[dst]), -np.inf)
+            i = int(np.argmax(gain))  # move from the most over-served pattern to its partner
+            counts[src[i]] -= 1
+            counts[dst[i]] += 1
+    table = np.repeat(np.arange(256, dtype=np.uint8), counts)
+    table.flags.writeable = False
+    return table
+
+
+def _table_bytes(groups: int, p: float, rng: np.random.Generator) -> np.ndarray:
+    """``groups`` bytes, each the keep pattern of 8 units: a table entry per 16-bit random word."""
+    return pattern_table(p).take(random_bytes(rng, 2 * groups).view(np.uint16), mode="clip")  # clip: never hit
+
+
+def table_mask(shape: Shape, p: float, rng: np.random.Generator) -> np.ndarray:
+    """16 random bits per group of 8 units, through :func:`pattern_table`: keep probability within 2^-17 of 1 - p."""
+    shp = _shape(shape)
+    n = math.prod(shp)
+    return np.unpackbits(_table_bytes((n + 7) // 8, p, rng), count=n).view(bool).reshape(shp)
+
+
 def _bits(shape: Shape, p: float, rng: np.random.Generator) -> np.ndarray:
     if p != 0.5:
         raise ValueError(f"method 'bits' makes one fair bit per unit, so it is exact only at p = 0.5 (got {p}); use "
@@ -120,15 +167,12 @@ def _bits(shape: Shape, p: float, rng: np.random.Generator) -> np.ndarray:
 
 
 MASKS = {"binomial": binomial_mask, "uniform": uniform_mask, "uint16": uint16_mask, "uint8": uint8_mask,
-         "exact": exact_mask, "bits": _bits}  # name -> mask(shape, p, rng), slowest first
+         "exact": exact_mask, "table": table_mask, "bits": _bits}  # name -> mask(shape, p, rng), slowest first
 
 
 def auto_method(p: float) -> str:
-    """The fastest method within 2^-16 of ``p``: bits at 0.5, uint8 at multiples of 1/256, else uint16."""
-    p = check_p(p)
-    if p == 0.5:
-        return "bits"
-    return "uint8" if (256 * p).is_integer() else "uint16"
+    """The fastest method within 2^-16 of ``p``: bits at 0.5 (exact), else table (within 2^-17)."""
+    return "bits" if check_p(p) == 0.5 else "table"
 
 
 def as_generator(rng: RNG) -> np.random.Generator:
@@ -156,129 +200,6 @@ def bernoulli_mask(shape: Shape, p: float, method: str = "auto", rng: RNG = None
     if method == "binomial" and (rng is None or isinstance(rng, np.random.RandomState)):
         return binomial_mask(shape, p, rng)  # exactly the seed's call on that RandomState (None: numpy's global)
     return MASKS[method](shape, p, as_generator(rng))
-
-
-# --------------------------------------------------------------------------------------------------
-# A torch layer with these masks
-# --------------------------------------------------------------------------------------------------
-_NUMPY_FLOATS = {torch.float32: np.float32, torch.float64: np.float64, torch.float16: np.float16}
-_BIT_ROWS = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1)  # byte -> its 8 bits, as unpackbits
-
-
-def _torch_seeded(gen: np.random.Generator) -> np.random.Generator:
-    """Re-seed ``gen`` (SFC64) from torch's global CPU generator, so masks follow ``torch.manual_seed``."""
-    words = np.array(torch.empty(4, dtype=torch.int64).random_().tolist(), dtype=np.uint64)  # 4 draws < 2^63
-    gen.bit_generator.state = {"bit_generator": "SFC64", "state": {"state": words}, "has_uint32": 0, "uinteger": 0}
-    return gen
-
-
-class _Pool:
-    """Numpy buffers per (shape, dtype), handed out again only when nothing but the pool holds them (reference
-    count): an output or gradient the caller keeps is never overwritten, and reused buffers are warm in cache."""
-
-    def __init__(self, size: int = 4):
-        self.size, self.free = size, {}
-
-    def get(self, shape: tuple[int, ...], dtype) -> np.ndarray:
-        arrays = self.free.setdefault((shape, np.dtype(dtype)), [])
-        for a in arrays:
-            if sys.getrefcount(a) <= 3:  # the list, the loop variable, getrefcount's argument
-                return a
-        arrays.append(np.empty(shape, dtype))  # all busy: a new one (the pool keeps at most ``size``)
-        return arrays.pop() if len(arrays) > self.size else arrays[-1]
-
-
-def _keep_into(keep: np.ndarray, p: float, method: str, rng: np.random.Generator) -> np.ndarray:
-    """Fill the flat bool ``keep`` by ``method`` (a key of :data:`MASKS`): FastDropout's loop, no checks."""
-    n = keep.size
-    if method == "uint16" and round(65536 * p) < 65536:
-        return np.greater_equal(random_bytes(rng, 2 * n).view(np.uint16), round(65536 * p), out=keep)
-    if method == "uint8" and round(256 * p) < 256:
-        return np.greater_equal(random_bytes(rng, n), round(256 * p), out=keep)
-    keep[...] = MASKS[method]((n,), p, rng)
-    return keep
-
-
-def scaled_mask(shape: Shape, p: float, method: str, rng: np.random.Generator, dtype=np.float32,
-                out: np.ndarray | None = None, keep: np.ndarray | None = None) -> np.ndarray:
-    """The mask FastDropout multiplies by: ``keep / (1 - p)`` as floats of ``dtype`` (into ``out`` if given; ``keep``:
-    a flat bool buffer to use), from :func:`bernoulli_mask`'s generators. At p = 0.5 with "auto" / "bits" one
-    random byte gives 8 units at once: a row of a 256 x 8 table of scaled bits (the bits :func:`bits_mask` draws)."""
-    shp, p = _shape(shape), check_p(p)
-    method = auto_method(p) if method == "auto" else check_choice(method, "method", MASKS)
-    return _scaled_into(np.empty(shp, dtype) if out is None else out, p, method, rng,
-                        np.empty(math.prod(shp), bool) if keep is None else keep)
-
-
-def _scaled_into(out: np.ndarray, p: float, method: str, rng: np.random.Generator, keep: np.ndarray) -> np.ndarray:
-    scale, n = out.dtype.type(1.0 / (1.0 - p)), out.size
-    if method == "bits" and n % 8 == 0:
-        np.take(_BIT_ROWS.astype(out.dtype) * scale, random_bytes(rng, n // 8), axis=0, out=out.reshape(n // 8, 8))
-        return out
-    np.multiply(_keep_into(keep, p, method, rng).view(np.uint8).reshape(out.shape), scale, out=out)
-    return out
-
-
-class _MaskMul(torch.autograd.Function):
-    """``x * m`` with a mask that needs no gradient; both passes are one numpy multiply on the CPU into a pooled
-    buffer (no OpenMP threads to wake for an elementwise product, no autograd node for ``m``, warm memory). A
-    backward that itself needs a graph (``create_graph=True``) or gets another dtype falls back to torch."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, m: np.ndarray, pool: _Pool) -> torch.Tensor:
-        ctx.m, ctx.pool, ctx.dtype = m, pool, x.dtype
-        return torch.from_numpy(np.multiply(x.detach().numpy(), m, out=pool.get(m.shape, m.dtype)))
-
-    @staticmethod
-    def backward(ctx, dout: torch.Tensor):
-        m = ctx.m
-        if torch.is_grad_enabled() or dout.dtype != ctx.dtype or dout.is_conj() or dout.is_neg():
-            return dout * torch.from_numpy(m), None, None
-        return torch.from_numpy(np.multiply(dout.numpy(), m, out=ctx.pool.get(m.shape, m.dtype))), None, None
-
-
-class FastDropout(nn.Module):
-    """Inverted dropout with ``nn.Dropout``'s semantics (training: zero with probability ``p``, scale the rest by
-    1/(1-p); eval: identity) and a fast CPU mask.
-
-    ``method``: the CPU mask generator (default "auto", see :func:`bernoulli_mask`). ``rng``: a numpy Generator
-    for the masks; None draws a fresh stream state from torch's global generator at every call, so
-    ``torch.manual_seed`` makes runs reproducible exactly as with ``nn.Dropout``. CUDA / MPS: ``F.dropout``.
-    """
-
-    def __init__(self, p: float = 0.5, method: str = "auto", rng: np.random.Generator | None = None):
-        super().__init__()
-        self.p = check_p(p)
-        self.method = check_choice(method, "method", ("auto", *MASKS))
-        if method == "bits" and self.p not in (0.0, 0.5):
-            raise BadArgument(f"method 'bits' is exact only at p = 0.5, got p={p!r}: use 'auto' or 'exact'")
-        if rng is not None and not isinstance(rng, np.random.Generator):
-            raise BadArgument(f"rng must be a numpy Generator or None, got {type(rng).__name__}: use "
-                              "np.random.default_rng(seed), or None to follow torch.manual_seed")
-        self.rng = rng
-        self._method = auto_method(self.p) if method == "auto" and self.p > 0 else method
-        self._own = np.random.Generator(np.random.SFC64(0))
-        self._pool = _Pool()
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}, method={self.method!r}"
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor):
-            raise BadArgument(f"FastDropout takes a torch.Tensor, got {type(x).__name__}: use torch.as_tensor(x)")
-        if not self.training or self.p == 0.0:
-            return x
-        if not x.is_floating_point():
-            raise BadArgument(f"FastDropout needs a floating-point tensor, got dtype {x.dtype}: use x.float()")
-        if x.device.type != "cpu":
-            return F.dropout(x, self.p, training=True)
-        gen = self.rng if self.rng is not None else _torch_seeded(self._own)
-        np_dtype, shape = _NUMPY_FLOATS.get(x.dtype), tuple(x.shape)
-        if np_dtype is None or x.is_conj() or x.is_neg():  # e.g. bfloat16, which numpy lacks: multiplied in torch
-            return x * torch.from_numpy(scaled_mask(shape, self.p, self.method, gen)).to(x.dtype)
-        m = _scaled_into(self._pool.get(shape, np_dtype), self.p, self._method, gen,
-                         self._pool.get((x.numel(),), bool))
-        return _MaskMul.apply(x, m, self._pool)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -81,3 +81,41 @@ def plot_sweep(sweep: Sweep):
     ax[1].legend(frameon=False, fontsize=7.5, loc="lower right")
     fig.tight_layout()
     return fig
+
+
+def plot_paper(comp):
+    """The paper's regime (:class:`~lessons_lib.hashing.paper_regime.PaperComparison`): validation accuracy after
+    each epoch per method (mean over the seeds, 95% band) — has dense converged? — and test accuracy against the
+    hidden layer's multiplications per training example (hashing and rebuilds counted), with 95% error bars."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter
+
+    from ..stats import column_intervals, mean_interval
+
+    colors = {**COLORS, "narrow": "#ff7f0e"}
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
+    for m in ("dense", "narrow", "topk", "lsh", "random"):
+        runs = comp.of(m)
+        if not runs:
+            continue
+        label = f"{m} ({runs[0].k} units)" if m != "dense" else f"dense ({runs[0].width})"
+        mean, low, high = column_intervals([r.val_curve for r in runs])
+        ep = np.arange(1, len(mean) + 1)
+        ax[0].plot(ep, mean, color=colors[m], label=label)
+        ax[0].fill_between(ep, low, high, color=colors[m], alpha=0.15, lw=0)
+        acc = mean_interval([r.test_acc for r in runs])
+        ax[1].errorbar([100 * runs[0].mults.fraction], [acc.mean], yerr=[[acc.mean - acc.low], [acc.high - acc.mean]],
+                       fmt="o", color=colors[m], capsize=3, label=m)
+    ax[0].xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax[0].set(xlabel="epoch", ylabel="validation accuracy",
+              title=f"training curves ({len(comp.seeds)} seeds, 95% band)")
+    ax[1].set(xscale="log", xlabel="multiplications per example, hashing counted (% of dense)",
+              ylabel="test accuracy", title="accuracy against work")
+    ax[1].xaxis.set_major_locator(FixedLocator([2, 5, 10, 20, 50, 100]))
+    ax[1].xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}%"))
+    ax[1].xaxis.set_minor_formatter(NullFormatter())
+    for a in ax:
+        a.legend(frameon=False, fontsize=8)
+        a.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
