@@ -101,7 +101,7 @@ def fast_vs_f_dropout(ps=PS, threads=THREADS, shape=(128, 1024), rounds: int = 1
                     [run(n) for n in names]
                 ratios, ceilings = [], []
                 for r in range(rounds):  # the order rotates: each layer follows each other one equally often
-                    t = {n: run(n) for n in names[r % 3:] + names[:r % 3]}
+                    t = {n: run(n) for n in names[r % len(names):] + names[:r % len(names)]}
                     ratios.append(t["F"] / t["fast"])
                     ceilings.append(t["F"] / t["free"])
                 out[(p, th)], free[(p, th)] = ratios, ceilings

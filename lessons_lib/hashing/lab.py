@@ -49,7 +49,7 @@ from .analysis import pool_table as pool_table
 from .analysis import step_timings as step_timings
 from .analysis import union_fractions as union_fractions
 from .analysis import union_table as union_table
-from .layer import DEFAULTS, SELECTORS, _mean_half, _seed, hashed_mlp, sampled_layer
+from .layer import DEFAULTS, SELECTORS, _mean_half, _points, _seed, hashed_mlp, sampled_layer
 from .layer import Counters as Counters
 from .layer import MultCounter as MultCounter
 from .layer import MultFractions as MultFractions
@@ -153,11 +153,6 @@ def run_one(method: str, active_fraction: float, *, data: Splits, device: str = 
     mults = layer.counters.train.fractions() if layer is not None else MultFractions(1.0, 0.0, 0.0)
     return RunResult(method, active_fraction, h.val_acc[-1], test_acc, h.total_seconds, h.summary()["step_ms"], mults,
                      h, model, seed)
-
-
-def _points(iv: Interval, what: str = "paired runs") -> str:
-    """A difference of two fractions in points: ``+17.4 ± 1.2 points (95% CI, 5 paired runs)``."""
-    return f"{100 * iv.mean:+.1f} ± {100 * iv.half_width:.1f} points ({iv.level:.0%} CI, {iv.n} {what})"
 
 
 @dataclass

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..lsh import LshIndex, RebuildSchedule, check_active_fraction, check_k_l, topk_by_counts, units_kept
 from ..seeds import check_seed, get_seed
-from ..stats import mean_interval
+from ..stats import Interval, mean_interval
 from ..validate import check_choice, check_int
 
 SELECTORS = ("lsh", "random", "topk", "dense", "dropout")
@@ -259,3 +259,8 @@ def _mean_half(values: Sequence[float]) -> tuple[float, float]:
         return float(values[0]), 0.0
     iv = mean_interval(values)
     return iv.mean, iv.half_width
+
+
+def _points(iv: Interval, what: str = "paired runs") -> str:
+    """A difference of two fractions in points: ``+17.4 ± 1.2 points (95% CI, 5 paired runs)``."""
+    return f"{100 * iv.mean:+.1f} ± {100 * iv.half_width:.1f} points ({iv.level:.0%} CI, {iv.n} {what})"

@@ -29,6 +29,7 @@ from ..lsh import LshIndex, RebuildSchedule, check_active_fraction, check_k_l, u
 from ..seeds import check_seed, get_seed, replicate_seeds, torch_generator
 from ..stats import DOES_NOT_HOLD, HOLDS, Interval, Verdict, mean_interval, paired_interval, verdict
 from ..validate import BadArgument, check_choice, check_float, check_int
+from .layer import _points
 
 METHODS = ("dense", "lsh", "random", "topk", "narrow")
 STREAM = 31  # replicate_seeds stream of this experiment's runs
@@ -291,10 +292,6 @@ def train_run(method: str, data: Splits | None = None, config: PaperConfig = DEF
                     time.perf_counter() - t0)
 
 
-def _points(iv: Interval) -> str:
-    return f"{100 * iv.mean:+.1f} ± {100 * iv.half_width:.1f} points (95% CI, {iv.n} seeds)"
-
-
 @dataclass
 class PaperComparison:
     """Every method over the same ``seeds`` (run i of every method used seeds[i]: same initial weights of the
@@ -344,7 +341,7 @@ class PaperComparison:
             f"{lsh[0].rebuilds if lsh else 0} table builds; {self.seconds:.1f} s wall",
             "units: hidden units computed per example; matmul/select/rebuild/total: hidden-layer multiplications "
             "per training example, share of dense's",
-            f"dense converged? its val accuracy gain over the last third of training: {_points(conv)}"])
+            f"dense converged? its val accuracy gain over the last third of training: {_points(conv, 'seeds')}"])
 
 
 def compare(data: Splits | None = None, config: PaperConfig = DEFAULT, *, methods: tuple[str, ...] = METHODS,
@@ -392,20 +389,20 @@ def claims(comp: PaperComparison) -> list[tuple[str, str, str, Verdict]]:
              "the multiplications, hashing and rebuilds counted", src, f"{m.fraction:.1%} of dense per training "
              f"example ({m.shares()}; a count)", HOLDS if m.fraction <= 0.10 else DOES_NOT_HOLD),
             ("…without any loss in accuracy (criterion: within 1 point of dense test accuracy)", src,
-             f"dense − LSH at {f:.0%} active: {_points(comp.gap('lsh'))}", comp.verdict("lsh")),
+             f"dense − LSH at {f:.0%} active: {_points(comp.gap('lsh'), 'seeds')}", comp.verdict("lsh")),
             ("Control: dense has converged (val accuracy gains < 1 point over the last third of training)", "lesson",
-             f"{_points(conv)}", verdict(conv, 0.01, "below"))]
+             f"{_points(conv, 'seeds')}", verdict(conv, 0.01, "below"))]
     if comp.of("narrow"):
         d = comp.gap("narrow", to="lsh")
         rows.append((f"LSH beats a dense net of EQUAL compute ({comp.of('narrow')[0].width} hidden units: the "
                      "multiplications per example of LSH with hashing and rebuilds)", "lesson (a reviewer's first "
-                     "question)", f"LSH − narrow dense: {_points(d)}", verdict(d, 0.0, "above")))
+                     "question)", f"LSH − narrow dense: {_points(d, 'seeds')}", verdict(d, 0.0, "above")))
     if comp.of("random"):
         d = comp.gap("random", to="lsh")
         rows.append(("LSH picks better units than random ones at the same fraction", "lesson",
-                     f"LSH − random: {_points(d)}", verdict(d, 0.0, "above")))
+                     f"LSH − random: {_points(d, 'seeds')}", verdict(d, 0.0, "above")))
     if comp.of("topk"):
         rows.append(("Control: the exact top-k oracle (it computes every pre-activation to choose) at the same "
-                     "fraction is within 1 point of dense", "lesson", f"dense − top-k: {_points(comp.gap('topk'))}",
-                     comp.verdict("topk")))
+                     "fraction is within 1 point of dense", "lesson",
+                     f"dense − top-k: {_points(comp.gap('topk'), 'seeds')}", comp.verdict("topk")))
     return rows

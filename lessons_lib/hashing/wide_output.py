@@ -38,6 +38,7 @@ from ..seeds import check_seed, replicate_seeds, torch_generator
 from ..stats import Interval, mean_interval, paired_interval, verdict
 from ..validate import BadArgument, check_choice, check_float, check_int
 from .crossover import sampled_softmax, top_by_count
+from .layer import _points
 
 METHODS = ("dense", "lsh", "random", "dense-eq")  # dense-eq: dense, trained on the LSH run's multiplications
 ADAM_MULTS = 9  # multiplications per parameter and Adam step (m: 2, v: 3, bias corrections 2, lr and division 2)
@@ -375,19 +376,19 @@ class WideComparison:
                  f"{lsh[0].mults.fraction_with_optimizer:.1%}", "holds" if max(fr, test_fr) <= 0.10 else
                  "does not hold"),
                 ("…within 1 point of dense precision@1 (LSH candidates ranked by exact logits at test)", src,
-                 f"dense − LSH: {100 * gap.mean:+.1f} ± {100 * gap.half_width:.1f} points ({gap.n} paired seeds); "
+                 f"dense − LSH: {_points(gap, 'paired seeds')}; "
                  f"recall of the true class among the candidates {self.metric('lsh', 'recall').mean:.3f}",
                  verdict(gap, 0.01, "below"))]
         if self.of("random"):
             d = self.gap(("lsh", "p1_dense"), ("random", "p1_dense"))
             rows.append(("LSH negatives train better than random ones (same k; dense argmax of each)", "lesson",
-                         f"LSH − random: {100 * d.mean:+.1f} ± {100 * d.half_width:.1f} points ({d.n} paired seeds)",
+                         f"LSH − random: {_points(d, 'paired seeds')}",
                          verdict(d, 0.0)))
         if self.of("dense-eq"):
             d = self.gap(("lsh", "p1"), ("dense-eq", "p1"))
             rows.append(("LSH beats a dense layer trained on the same multiplications", "lesson",
-                         f"LSH − dense-eq ({self.of('dense-eq')[0].steps} steps): {100 * d.mean:+.1f} ± "
-                         f"{100 * d.half_width:.1f} points ({d.n} paired seeds)", verdict(d, 0.0)))
+                         f"LSH − dense-eq ({self.of('dense-eq')[0].steps} steps): {_points(d, 'paired seeds')}",
+                         verdict(d, 0.0)))
         return rows
 
 
