@@ -169,7 +169,22 @@ def test_layer_cost_measures_what_it_says():
     c = lab.layer_cost(shape=(64, 256), repeats=4, seed=0)
     assert c.shape == (64, 256) and min(c.copy, c.dropout, c.matmul_dense, c.matmul_dropped, c.matmul_kept) > 0
     assert len(c.dropped_ratio) == len(c.kept_ratio) == 4 and "units dropped" in c.lines()
-    assert np.median(c.kept_ratio) < 0.85  # the control: half the units, clearly less time, even on a busy machine
+    assert c.kept_units == 128  # the control multiplies over the kept half only (its speed is the benchmark's business)
+
+
+def test_layer_cost_times_the_products_it_names(monkeypatch):
+    """With a fake clock: each product is the one its name says (shapes), and each ratio is over the right pair."""
+    seen, fake = {}, {"copy": 1.0, "dropout": 5.0, "dense": 4.0, "dropped": 4.0, "kept": 1.0}
+
+    def rounds(fns, rounds):
+        seen.update({k: np.shape(f()) for k, f in fns.items() if k != "dropout"})
+        return {k: [fake[k]] * rounds for k in fns}
+
+    monkeypatch.setattr(lab, "cpu_rounds", rounds)
+    c = lab.layer_cost(shape=(8, 20), p=0.25, repeats=2, seed=0)
+    assert seen == {"copy": (8, 20), "dense": (8, 20), "dropped": (8, 20), "kept": (8, 20)} and c.kept_units == 15
+    assert (c.copy, c.dropout, c.matmul_dense, c.matmul_dropped, c.matmul_kept) == (1.0, 5.0, 4.0, 4.0, 1.0)
+    assert c.dropped_ratio == [1.0, 1.0] and c.kept_ratio == [0.25, 0.25]
 
 
 def _paired_sweep(gap_drop, best_shift, sec=2.0):

@@ -407,7 +407,8 @@ class LayerCost:
     """Median CPU seconds (numpy, one thread, interleaved rounds) for one activation of ``shape``: a plain copy, your
     dropout forward + backward, the next layer's matrix product on the dense activation and on the same one with
     dropped units, and a control: the product over only the kept half of the units (what skipping the dropped ones
-    would cost). ``dropped_ratio`` / ``kept_ratio``: that product's time over the dense one's, per group of rounds."""
+    would cost). ``dropped_ratio`` / ``kept_ratio``: that product's time over the dense one's, per group of rounds;
+    ``kept_units``: how many units the control's product runs over (``round(units * (1 - p))``)."""
 
     shape: tuple[int, int]
     copy: float
@@ -417,6 +418,7 @@ class LayerCost:
     matmul_kept: float = float("nan")
     dropped_ratio: list[float] = field(default_factory=list)
     kept_ratio: list[float] = field(default_factory=list)
+    kept_units: int = 0
 
     def lines(self) -> str:
         rows = (("copy of the activation", self.copy), ("your dropout fwd+bwd", self.dropout),
@@ -453,7 +455,7 @@ def layer_cost(forward: Forward = reference.dropout_forward, backward: Backward 
         t = cpu_rounds(fns, rounds=3 * repeats)
     med = {k: float(np.median(v)) for k, v in t.items()}
     return LayerCost(shape, med["copy"], med["dropout"], med["dense"], med["dropped"], med["kept"],
-                     min_ratios(t["dropped"], t["dense"]), min_ratios(t["kept"], t["dense"]))
+                     min_ratios(t["dropped"], t["dense"]), min_ratios(t["kept"], t["dense"]), len(kept))
 
 
 # --------------------------------------------------------------------------------------------------
