@@ -23,6 +23,7 @@ setup: $(STAMP)
 
 data: $(STAMP)
 	@$(PY) -m lessons_lib.data
+	@$(PY) -m lessons_lib.native
 
 # The learner's edition (solutions replaced by stubs) in learner/; a notebook you changed there is never overwritten
 student: $(STAMP)

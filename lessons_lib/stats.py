@@ -6,7 +6,9 @@ seeds or repeats and reported with its spread:
 * :func:`mean_interval`: mean and a Student-t confidence interval (default 95%) of independent runs (seeds);
 * :func:`paired_interval`: the same for differences of paired runs (same seed, two treatments), which cancels
   the part of the noise both runs share;
-* :func:`median_range`: median, minimum and maximum of timing repeats (timings are skewed: no t-interval).
+* :func:`median_range`: median, minimum and maximum of timing repeats (timings are skewed: no t-interval);
+* :func:`median_interval`: the median with a distribution-free confidence interval (order statistics), for a
+  claim about the typical repeat that one outlier round (a busy machine's hiccup) should not decide.
 
 :func:`verdict` turns an interval and a threshold into "holds", "does not hold" or "inconclusive" (the interval
 straddles the threshold). A verdict from a 95% interval flips from "holds" to "does not hold" under another seed
@@ -95,6 +97,35 @@ class Spread:
         return self.format()
 
 
+@dataclass(frozen=True)
+class MedianInterval(Spread):
+    """Median of ``n`` repeats with a distribution-free confidence interval [``low``, ``high``] in place of the
+    range: two order statistics, covering the true median with probability ``level`` (at least the level asked
+    for; with few repeats the whole range, and ``level`` says what that covers)."""
+
+    level: float = 0.95
+
+    def format(self, fmt: str = ".3g", scale: float = 1.0, unit: str = "") -> str:
+        return (f"{self.median * scale:{fmt}}{unit} [{self.low * scale:{fmt}}, {self.high * scale:{fmt}}] "
+                f"({self.level:.0%} CI of the median, {self.n} repeats)")
+
+
+def median_interval(values: Sequence[float], level: float = 0.95) -> MedianInterval:
+    """The median and the order statistics x_(k) <= median <= x_(n+1-k) with the largest k for which
+    P(Binomial(n, 1/2) < k) <= (1 - level) / 2: no assumption on the distribution (``len(values) >= 1``)."""
+    vals = sorted(_numbers(values, "median_interval"))
+    level = check_float(level, "level", low=0, high=1, low_open=True, high_open=True, fix="e.g. 0.95 for 95%")
+    if not vals:
+        raise BadArgument("median_interval got no values: time at least one repeat")
+    n, tail, k = len(vals), 0.0, 0  # tail = P(B <= k - 1) for B ~ Binomial(n, 1/2)
+    while k < n // 2 and tail + math.comb(n, k) / 2**n <= (1 - level) / 2:
+        tail += math.comb(n, k) / 2**n
+        k += 1
+    k = max(k, 1)  # too few repeats for the level: the range
+    covered = 1 - 2 * sum(math.comb(n, i) for i in range(k)) / 2**n
+    return MedianInterval(statistics.median(vals), vals[k - 1], vals[n - k], n, covered)
+
+
 def mean_interval(values: Sequence[float], level: float = 0.95) -> Interval:
     """Mean and Student-t interval of independent runs (``len(values) >= 2``)."""
     vals = _values(values, "mean_interval")
@@ -125,10 +156,11 @@ def median_range(values: Sequence[float]) -> Spread:
 
 def verdict(interval: Interval | Spread, threshold: float, holds_if: Literal["above", "below"] = "above") -> Verdict:
     """"holds" when the whole interval is on the ``holds_if`` side of ``threshold``, "does not hold" when it is
-    wholly on the other side, else "inconclusive". For a :class:`Spread` the range plays the interval's part."""
+    wholly on the other side, else "inconclusive". For a :class:`Spread` the range (for a :class:`MedianInterval`
+    the median's interval) plays the interval's part."""
     if not isinstance(interval, (Interval, Spread)):
         raise BadArgument(f"interval={interval!r} must be an Interval or Spread: build it with mean_interval, "
-                          "paired_interval or median_range")
+                          "paired_interval, median_range or median_interval")
     holds_if = check_choice(holds_if, "holds_if", ("above", "below"))
     threshold = check_float(threshold, "threshold", fix="the value the claim is measured against")
     low, high = interval.low, interval.high

@@ -191,10 +191,24 @@ def test_fast_vs_f_dropout_measures_every_pair_and_restores_threads():
     assert gc.isenabled()  # switched off only while the rounds run
     lines = r.table().splitlines()
     assert "median [range]" in lines[0] and "a free mask" in lines[1] and len(lines) == 5
+    assert r.path == "compiled kernel" and lines[0].startswith("FastDropout (compiled kernel) vs F.dropout")
+    slow = speed.fast_vs_f_dropout(ps=(0.2,), threads=(1,), shape=(16, 64), rounds=1, number=1, kernel=False)
+    assert slow.path == "numpy path: kernel=False" and len(slow.ratios[(0.2, 1)]) == 1
 
 
 def test_speed_verdicts_are_judged_on_the_range():
     r = speed.FastVsTorch((4, 4), {(0.1, 1): [6.0, 7.0, 8.0], (0.5, 1): [4.0, 6.0, 7.0], (0.8, 2): [1.0, 2.0, 3.0]})
     assert r.verdicts(5.0) == {(0.1, 1): "holds", (0.5, 1): "inconclusive", (0.8, 2): "does not hold"}
     assert r.spread(0.5, 1).median == 6.0
+
+
+def test_speed_verdicts_on_the_median_let_one_bad_round_pass_but_not_a_slow_layer():
+    hiccup = [6.0 + 0.1 * i for i in range(20)] + [3.0]  # one round of 21 hit by the machine
+    slow = [4.0 + 0.1 * i for i in range(21)]  # median 5.0: half the rounds below the goal
+    r = speed.FastVsTorch((4, 4), {(0.1, 1): hiccup, (0.2, 1): slow})
+    assert r.verdicts(5.0) == {(0.1, 1): "inconclusive", (0.2, 1): "inconclusive"}  # every round
+    assert r.verdicts(5.0, on="median") == {(0.1, 1): "holds", (0.2, 1): "inconclusive"}
+    assert r.median_ci(0.1, 1).low == pytest.approx(6.4) and "every round" in r.table()
+    with pytest.raises(ValueError, match="range"):
+        r.verdicts(5.0, on="mean")
 

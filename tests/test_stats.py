@@ -115,3 +115,33 @@ def test_check_answer_does_not_take_a_bool_for_a_number():
         assert r.status == "wrong" and "not numbers" in r.message
     assert check_answer(True, True, exercise="q").status == "correct"  # a yes/no question still takes bools
     assert check_answer(np.float32(1.0), 1.0, exercise="q", abs_tol=1e-6).status == "correct"
+
+
+def test_median_interval_is_two_order_statistics_with_the_binomial_coverage():
+    from scipy.stats import binom
+
+    m = stats.median_interval(list(range(21, 0, -1)))
+    assert (m.median, m.low, m.high, m.n) == (11, 6, 16, 21)  # x_(6) and x_(16) of 21
+    assert m.level == pytest.approx(1 - 2 * binom.cdf(5, 21, 0.5)) and m.level >= 0.95
+    assert stats.median_interval(list(range(1, 16))).low == 4  # n = 15: x_(4), x_(12)
+    few = stats.median_interval([3.0, 1.0, 2.0])  # too few for 95%: the range, and what it covers
+    assert (few.low, few.high) == (1.0, 3.0) and few.level == pytest.approx(0.75)
+    assert "CI of the median, 21 repeats" in m.format()
+    assert stats.verdict(m, 5.5) == "holds" and stats.verdict(m, 11) == "inconclusive"
+    assert stats.verdict(m, 17) == "does not hold"
+
+
+def test_median_interval_covers_the_median_as_often_as_it_says():
+    rng = np.random.default_rng(0)
+    hits = []
+    for _ in range(3000):
+        m = stats.median_interval(rng.lognormal(size=21))  # skewed, as timings are; true median 1
+        hits.append(m.low <= 1.0 <= m.high)
+    assert abs(np.mean(hits) - 0.973) < 0.015
+
+
+@pytest.mark.parametrize("values, level, match", [([], 0.95, "no values"), ([1.0, float("nan")], 0.95, "nan"),
+                                                  ([1.0, 2.0], 1.5, "level")])
+def test_median_interval_bad_input(values, level, match):
+    with pytest.raises(BadArgument, match=match):
+        stats.median_interval(values, level)

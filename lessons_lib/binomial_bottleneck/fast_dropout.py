@@ -1,24 +1,54 @@
 """Lesson 04 · FastDropout: ``nn.Dropout`` with the lesson's masks on the CPU.
 
-The mask is a pooled numpy buffer of ``keep / (1 - p)`` that torch sees without a copy, and the layer is one
-``x * mask``: PyTorch's own multiply and its own backward. With "bits" (p = 0.5) and "table" (every other p),
-what ``"auto"`` picks, a byte of keep bits becomes 8 mask values at once: a row of a 256 x 8 table of scaled bits.
+The numpy path: the mask is a pooled numpy buffer of ``keep / (1 - p)`` that torch sees without a copy, and the
+layer is one ``x * mask``: PyTorch's own multiply and its own backward. With "bits" (p = 0.5) and "table" (every
+other p), what ``"auto"`` picks, a byte of keep bits becomes 8 mask values at once: a row of a 256 x 8 table of
+scaled bits.
+
+The compiled path (``fused_dropout.cpp``; float32, "bits" or "table", a size divisible by 8): the same pattern
+bytes and rows, drawn, looked up and multiplied in one C++ pass, so the float mask is never written, and the
+backward reads one byte per 8 units. :func:`compiled` says whether it runs here (and if not, why).
 """
 
 from __future__ import annotations
 
 import functools
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .. import native
 from ..validate import BadArgument, check_choice, check_p
-from .reference import _BIT_ROWS, MASKS, Shape, _shape, _table_bytes, auto_method, random_bytes
+from .reference import _BIT_ROWS, MASKS, Shape, _shape, _table_bytes, auto_method, pattern_table, random_bytes
 
 _NUMPY_FLOATS = {torch.float32: np.float32, torch.float64: np.float64, torch.float16: np.float16}
+KERNEL = Path(__file__).with_name("fused_dropout.cpp")
+_NO_BYTES = torch.empty(0, dtype=torch.uint8)  # the kernel draws its own random bits
+
+
+_loaded: list = []  # [the kernel's module, or None], filled at the first call of _kernel
+
+
+def _kernel():
+    if not _loaded:
+        _loaded.append(native.load(KERNEL))
+    return _loaded[0]
+
+
+def compiled() -> str | None:
+    """None when FastDropout's compiled kernel runs here, else why not (the numpy path runs instead)."""
+    return None if _kernel() is not None else native.why_not(KERNEL.stem) or "not loaded"
+
+
+@functools.lru_cache(maxsize=64)
+def _kernel_tables(p: float, method: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The kernel's pattern table (empty for "bits") and its 256 x 8 float32 rows of scaled bits."""
+    table = torch.from_numpy(pattern_table(p).copy()) if method == "table" else _NO_BYTES
+    return table, torch.from_numpy(_scaled_rows(np.dtype(np.float32), 1.0 / (1.0 - p)).copy())
 
 
 def _torch_seeded(gen: np.random.Generator, words: torch.Tensor | None = None) -> np.random.Generator:
@@ -85,13 +115,16 @@ class FastDropout(nn.Module):
     1/(1-p); eval: identity) and a fast CPU mask.
 
     ``method``: the CPU mask generator (default "auto", see :func:`bernoulli_mask`). ``rng``: a numpy Generator
-    for the masks; None draws a fresh stream state from torch's global generator at every call, so
-    ``torch.manual_seed`` makes runs reproducible exactly as with ``nn.Dropout``. The mask is a pooled numpy buffer
-    seen by torch without a copy, and the layer is one ``x * mask``: PyTorch's own multiply and its own backward.
-    CUDA / MPS: ``F.dropout``.
+    for the masks; None draws a fresh seed from torch's global generator at every call, so ``torch.manual_seed``
+    makes runs reproducible exactly as with ``nn.Dropout``. float32 with "auto" / "bits" / "table" and a size
+    divisible by 8 runs the compiled kernel when it is built (with ``rng``: that generator's bytes, the numpy
+    path's mask bit for bit; without: the kernel's own SplitMix64 stream, seeded from torch). Everything else runs
+    the numpy path, ``x * mask``; ``kernel=False``: always the numpy path (to compare the two). CUDA / MPS:
+    ``F.dropout``.
     """
 
-    def __init__(self, p: float = 0.5, method: str = "auto", rng: np.random.Generator | None = None):
+    def __init__(self, p: float = 0.5, method: str = "auto", rng: np.random.Generator | None = None,
+                 kernel: bool = True):
         super().__init__()
         self.p = check_p(p)
         self.method = check_choice(method, "method", ("auto", *MASKS))
@@ -102,6 +135,10 @@ class FastDropout(nn.Module):
                               "np.random.default_rng(seed), or None to follow torch.manual_seed")
         self.rng = rng
         self._method = auto_method(self.p) if method == "auto" and self.p > 0 else method
+        if not isinstance(kernel, bool):
+            raise BadArgument(f"kernel must be True or False, got {kernel!r}: False runs the numpy path only")
+        # random bytes per group of 8 units in the kernel; 0: the numpy path
+        self._bytes_per_group = {"table": 2, "bits": 1}.get(self._method, 0) if kernel else 0
         self._own, self._words = np.random.Generator(np.random.SFC64(0)), torch.empty(4, dtype=torch.int64)
         self._pool = _Pool()
 
@@ -113,6 +150,12 @@ class FastDropout(nn.Module):
             raise BadArgument(f"FastDropout takes a torch.Tensor, got {type(x).__name__}: use torch.as_tensor(x)")
         if not self.training or self.p == 0.0:
             return x
+        if (self._bytes_per_group and x.dtype == torch.float32 and x.is_cpu and x.numel() % 8 == 0
+                and (kernel := _kernel()) is not None):
+            table, rows = _kernel_tables(self.p, self._method)
+            given = _NO_BYTES if self.rng is None else torch.from_numpy(
+                random_bytes(self.rng, self._bytes_per_group * (x.numel() // 8)))
+            return kernel.fused_dropout(x, table, rows, given)
         if not x.is_floating_point():
             raise BadArgument(f"FastDropout needs a floating-point tensor, got dtype {x.dtype}: use x.float()")
         if x.device.type != "cpu":
