@@ -190,7 +190,7 @@ def test_fast_vs_f_dropout_measures_every_pair_and_restores_threads():
     assert set(r.ceilings) == set(r.ratios) and all(len(v) == 3 and min(v) > 0 for v in r.ceilings.values())
     assert gc.isenabled()  # switched off only while the rounds run
     lines = r.table().splitlines()
-    assert "median [range]" in lines[0] and "a free mask" in lines[1] and len(lines) == 5
+    assert "median [range]" in lines[1] and "a free mask" in lines[2] and len(lines) == 6
     assert r.path == "compiled kernel" and lines[0].startswith("FastDropout (compiled kernel) vs F.dropout")
     slow = speed.fast_vs_f_dropout(ps=(0.2,), threads=(1,), shape=(16, 64), rounds=1, number=1, kernel=False)
     assert slow.path == "numpy path: kernel=False" and len(slow.ratios[(0.2, 1)]) == 1

@@ -10,7 +10,8 @@
 // or a random byte itself when the table is empty (p = 0.5: all 256 patterns equally likely). The random words
 // are SplitMix64 outputs for a seed drawn from torch's default CPU generator (so torch.manual_seed fixes them),
 // one 64-bit output per 4 groups (table) or 8 groups (bytes); or, for tests, bytes given by the caller, read
-// exactly as numpy's .view(np.uint16) reads them: the same bytes give the numpy path's mask, bit for bit.
+// exactly as numpy's .view(np.uint16) reads them on a little-endian CPU (x86-64, ARM): the same bytes give the
+// numpy path's mask, bit for bit.
 #include <torch/extension.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>

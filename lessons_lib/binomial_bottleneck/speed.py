@@ -4,10 +4,10 @@ torch thread counts: the one measurement both the lesson's claim and ``benchmark
 Each (p, threads) pair is timed in interleaved rounds (the two layers take turns, the order alternating), so a
 change of load hits both alike; each round gives one ratio, F.dropout's time over FastDropout's. A claim is
 judged on the range of those ratios (every round meets it: :func:`lessons_lib.stats.median_range`) or on the
-median's 95% interval (the typical round meets it, whatever one hiccup of a busy machine did to a single round:
-:func:`lessons_lib.stats.median_interval`); the table shows both. With one torch thread
-the clock is the process's CPU time; with more, the wall clock (CPU time would add up every thread's work,
-including OpenMP threads waiting for each other). As ``timeit`` does, the garbage collector is off while the rounds
+median's interval of at least 95% (the typical round meets it, whatever a busy machine's hiccup did to a single
+round: :func:`lessons_lib.stats.median_interval`); the table shows both. With one torch thread the clock is the
+process's CPU time; with more, the wall clock (CPU time would add up every thread's work, including OpenMP
+threads waiting for each other). As ``timeit`` does, the garbage collector is off while the rounds
 run: a collection of everything the course has imported would land in whichever layer happens to be running.
 FastDropout runs its compiled kernel where it is built (``kernel=False``: its numpy path); the table says which.
 """
@@ -58,10 +58,11 @@ class FastVsTorch:
 
     def table(self, goal: float = GOAL) -> str:
         n = len(next(iter(self.ratios.values())))
+        level = self.median_ci(*next(iter(self.ratios))).level
         lines = [f"FastDropout ({self.path}) vs F.dropout, forward + backward of {'x'.join(map(str, self.shape))} "
-                 f"on the CPU: F.dropout time / FastDropout time over {n} interleaved rounds: median [range], the "
-                 f"median's {self.median_ci(*next(iter(self.ratios))).level:.0%} interval, and the verdicts "
-                 f"(goal >= {goal:g}x) of every round and of the median",
+                 f"on the CPU, {n} interleaved rounds: F.dropout time / FastDropout time",
+                 f"(median [range], the median's {level:.0%} interval, the free mask's ratio, and whether every "
+                 f"round and the median reach the goal of {goal:g}x)",
                  f"{'p':>5} {'threads':>8} {'ratio [range]':>20} {'median CI':>13} {'a free mask':>20}"
                  f"   {'every round':<14} median"]
         on_median = self.verdicts(goal, on="median")
