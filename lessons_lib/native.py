@@ -26,8 +26,8 @@ NATIVE_ENV = "LESSONS_NATIVE"  # "0": never build or load compiled helpers
 # -fopenmp; linked with it, the extension shares the libgomp.so.1 torch has loaded (one pool, torch's threads).
 _OPENMP = ["-fopenmp"] if platform.system() == "Linux" else []
 _FLAGS = ["-O3", *_OPENMP]
-_loaded: dict[str, ModuleType | None] = {}
-_reasons: dict[str, str] = {}
+_loaded: dict[str, ModuleType | None] = {}  # by source path
+_reasons: dict[str, str] = {}  # by name
 
 
 def sources() -> list[Path]:
@@ -42,19 +42,25 @@ def _ninja_on_path() -> None:
         os.environ["PATH"] = here + os.pathsep + os.environ.get("PATH", "")
 
 
+def _build_dir(name: str) -> Path:
+    return data_dir() / "build" / name
+
+
 def load(source: str | os.PathLike, *, warn: bool = True) -> ModuleType | None:
     """The extension built from ``source`` (its stem names it), built now if needed; None if it cannot be
-    (see :func:`why_not`). Cached for the process."""
-    source = Path(source)
+    (see :func:`why_not`). Cached for the process by the path: a repeated call is one dictionary lookup, cheap
+    enough for a layer's forward."""
+    key = os.fspath(source)
+    if key in _loaded:
+        return _loaded[key]
+    source = Path(key)
     name = source.stem
-    if name in _loaded:
-        return _loaded[name]
     module = None
     if os.environ.get(NATIVE_ENV, "1").strip() == "0":
         _reasons[name] = f"{NATIVE_ENV}=0"
     else:
         try:
-            build = data_dir() / "build" / name
+            build = _build_dir(name)
             _ninja_on_path()
             build.mkdir(parents=True, exist_ok=True)
             from torch.utils.cpp_extension import load as build_and_load
@@ -70,7 +76,7 @@ def load(source: str | os.PathLike, *, warn: bool = True) -> ModuleType | None:
                 warnings.warn(f"{name}: the compiled helper could not be built ({_reasons[name]}); using the numpy "
                               f"path instead (same results, slower). Set {NATIVE_ENV}=0 to skip the attempt.",
                               RuntimeWarning, stacklevel=2)
-    _loaded[name] = module
+    _loaded[key] = module
     return module
 
 
@@ -84,7 +90,7 @@ def build_all() -> list[str]:
     out = []
     for src in sources():
         module = load(src, warn=False)
-        out.append(f"{src.stem}: " + (f"built in {data_dir() / 'build' / src.stem}" if module is not None
+        out.append(f"{src.stem}: " + (f"built in {_build_dir(src.stem)}" if module is not None
                                       else f"not built ({why_not(src.stem)}); its lesson uses the numpy path"))
     return out
 

@@ -121,9 +121,9 @@ def median_interval(values: Sequence[float], level: float = 0.95) -> MedianInter
     while k < n // 2 and tail + math.comb(n, k) / 2**n <= (1 - level) / 2:
         tail += math.comb(n, k) / 2**n
         k += 1
-    k = max(k, 1)  # too few repeats for the level: the range
-    covered = 1 - 2 * sum(math.comb(n, i) for i in range(k)) / 2**n
-    return MedianInterval(statistics.median(vals), vals[k - 1], vals[n - k], n, covered)
+    if k == 0:  # too few repeats for the level: the range
+        k, tail = 1, 1 / 2**n
+    return MedianInterval(statistics.median(vals), vals[k - 1], vals[n - k], n, 1 - 2 * tail)
 
 
 def mean_interval(values: Sequence[float], level: float = 0.95) -> Interval:

@@ -30,18 +30,9 @@ KERNEL = Path(__file__).with_name("fused_dropout.cpp")
 _NO_BYTES = torch.empty(0, dtype=torch.uint8)  # the kernel draws its own random bits
 
 
-_loaded: list = []  # [the kernel's module, or None], filled at the first call of _kernel
-
-
-def _kernel():
-    if not _loaded:
-        _loaded.append(native.load(KERNEL))
-    return _loaded[0]
-
-
 def compiled() -> str | None:
     """None when FastDropout's compiled kernel runs here, else why not (the numpy path runs instead)."""
-    return None if _kernel() is not None else native.why_not(KERNEL.stem) or "not loaded"
+    return None if native.load(KERNEL) is not None else native.why_not(KERNEL.stem) or "not loaded"
 
 
 @functools.lru_cache(maxsize=64)
@@ -151,7 +142,7 @@ class FastDropout(nn.Module):
         if not self.training or self.p == 0.0:
             return x
         if (self._bytes_per_group and x.dtype == torch.float32 and x.is_cpu and x.numel() % 8 == 0
-                and (kernel := _kernel()) is not None):
+                and (kernel := native.load(KERNEL)) is not None):
             table, rows = _kernel_tables(self.p, self._method)
             given = _NO_BYTES if self.rng is None else torch.from_numpy(
                 random_bytes(self.rng, self._bytes_per_group * (x.numel() // 8)))
